@@ -119,7 +119,7 @@ def make_dirs(path: str) -> list[str]:
         current = parent
     for directory in reversed(missing):
         try:
-            os.mkdir(directory, 0o755)
+            mkdir(directory)
         except FileExistsError:
             continue  # raced with another creator: fine, it exists now
         except OSError as err:
@@ -162,6 +162,11 @@ def _remove_once(path: str) -> None:
         rmdir(path)
     except FileNotFoundError:
         return
+
+
+def mkdir(path: str) -> None:
+    """Create one cgroup directory (a seam: a fake tree fills in the control files)."""
+    os.mkdir(path, 0o755)
 
 
 def rmdir(path: str) -> None:

@@ -43,6 +43,11 @@ class Host:
         return self.mode == "v1" and self.unified is not None
 
 
+# cgroup v1 super options that are not controller names (kernel/cgroup/cgroup-v1.c)
+_V1_MOUNT_OPTIONS = frozenset({"rw", "ro", "none", "all", "noprefix", "clone_children",
+                               "xattr", "cpuset_v2_mode", "favordynmods", "nofavordynmods"})
+
+
 def _unescape(text: str) -> str:
     # mountinfo escapes space, tab, newline and backslash as octal
     return (text.replace("\\040", " ").replace("\\011", "\t")
@@ -68,7 +73,7 @@ def parse_mountinfo(text: str) -> tuple[dict[str, Hierarchy], Hierarchy | None]:
             super_options = options[0].split(",") if options else []
             controllers = tuple(
                 opt for opt in super_options
-                if opt not in ("rw", "ro") and ("=" not in opt or opt.startswith("name="))
+                if opt not in _V1_MOUNT_OPTIONS and ("=" not in opt or opt.startswith("name="))
             )
             hierarchy = Hierarchy(mountpoint, controllers, root)
             for controller in controllers:
