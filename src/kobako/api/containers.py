@@ -1,0 +1,315 @@
+"""Container routes: HTTP <-> `ContainerService` calls, with Docker's status codes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from typing import Any
+
+from aiohttp import web
+
+from kobako.api.context import ctx
+from kobako.api.errors import BadRequest
+from kobako.api.params import (
+    CONFIG_TYPES,
+    HOST_CONFIG_TYPES,
+    bool_param,
+    check_types,
+    filters_param,
+    int_param,
+    json_body,
+    str_param,
+)
+from kobako.api.services import StreamIO
+from kobako.api.streams import (
+    MULTIPLEXED_STREAM,
+    RAW_STREAM,
+    DetachScanner,
+    Hijacked,
+    JSONStream,
+    frame,
+    hijack,
+    parse_detach_keys,
+)
+from kobako.engine.errors import NotImplementedYet
+from kobako.engine.events import parse_timestamp
+
+log = logging.getLogger("kobako.api.containers")
+
+_NAME_RE = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
+
+
+def _ref(request: web.Request) -> str:
+    return request.match_info["id"]
+
+
+async def create(request: web.Request) -> web.Response:
+    svc = ctx(request).containers
+    name = str_param(request, "name") or None
+    if name is not None and not _NAME_RE.match(name):
+        raise BadRequest(
+            f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+    body = await json_body(request, allow_empty=False)
+    host_config = body.pop("HostConfig", None) or {}
+    networking = body.pop("NetworkingConfig", None) or {}
+    if not isinstance(host_config, dict):
+        raise BadRequest("HostConfig must be a JSON object")
+    if not isinstance(networking, dict):
+        raise BadRequest("NetworkingConfig must be a JSON object")
+    check_types(body, CONFIG_TYPES, "container.Config")
+    check_types(host_config, HOST_CONFIG_TYPES, "container.HostConfig")
+    if not body.get("Image"):
+        raise BadRequest("no image specified" if "Image" not in body else "image is required")
+    platform = str_param(request, "platform") or None
+    result = await svc.create(body, host_config, networking, name, platform)
+    warnings = result.get("Warnings") or []
+    return web.json_response({"Id": result["Id"], "Warnings": warnings}, status=201)
+
+
+async def list_containers(request: web.Request) -> web.Response:
+    svc = ctx(request).containers
+    result = await svc.list(all=bool_param(request, "all"), limit=int_param(request, "limit"),
+                            size=bool_param(request, "size"), filters=filters_param(request))
+    return web.json_response(result)
+
+
+async def inspect(request: web.Request) -> web.Response:
+    svc = ctx(request).containers
+    return web.json_response(await svc.inspect(_ref(request), bool_param(request, "size")))
+
+
+async def start(request: web.Request) -> web.Response:
+    await ctx(request).containers.start(_ref(request), str_param(request, "detachKeys"))
+    return web.Response(status=204)
+
+
+async def stop(request: web.Request) -> web.Response:
+    await ctx(request).containers.stop(_ref(request), int_param(request, "t"),
+                                       str_param(request, "signal") or None)
+    return web.Response(status=204)
+
+
+async def restart(request: web.Request) -> web.Response:
+    await ctx(request).containers.restart(_ref(request), int_param(request, "t"),
+                                          str_param(request, "signal") or None)
+    return web.Response(status=204)
+
+
+async def kill(request: web.Request) -> web.Response:
+    await ctx(request).containers.kill(_ref(request), str_param(request, "signal") or None)
+    return web.Response(status=204)
+
+
+async def pause(request: web.Request) -> web.Response:
+    await ctx(request).containers.pause(_ref(request))
+    return web.Response(status=204)
+
+
+async def unpause(request: web.Request) -> web.Response:
+    await ctx(request).containers.unpause(_ref(request))
+    return web.Response(status=204)
+
+
+async def remove(request: web.Request) -> web.Response:
+    await ctx(request).containers.remove(_ref(request), force=bool_param(request, "force"),
+                                         volumes=bool_param(request, "v"),
+                                         link=bool_param(request, "link"))
+    return web.Response(status=204)
+
+
+_WAIT_CONDITIONS = ("not-running", "next-exit", "removed")
+
+
+async def wait(request: web.Request) -> web.StreamResponse:
+    condition = str_param(request, "condition") or "not-running"
+    if condition not in _WAIT_CONDITIONS:
+        raise BadRequest(f"invalid condition: {condition!r}")
+    waiter = await ctx(request).containers.wait(_ref(request), condition)
+    # Headers go out at once (the docker CLI starts the container only after that).
+    resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+    await resp.prepare(request)
+    request["stream_started"] = True
+    try:
+        result = await waiter
+        body = {"StatusCode": int(result.get("StatusCode", 0)),
+                "Error": result.get("Error")}
+    except Exception as exc:  # the wait itself failed: report it in Docker's shape
+        body = {"StatusCode": -1, "Error": {"Message": str(exc)}}
+    await resp.write(json.dumps(body).encode() + b"\n")
+    await resp.write_eof()
+    return resp
+
+
+async def logs(request: web.Request) -> web.StreamResponse:
+    svc = ctx(request).containers
+    stdout, stderr = bool_param(request, "stdout"), bool_param(request, "stderr")
+    if not (stdout or stderr):
+        raise BadRequest("you must choose at least one stream")
+    tty, chunks = await svc.logs(
+        _ref(request), follow=bool_param(request, "follow"), stdout=stdout, stderr=stderr,
+        since=parse_timestamp(str_param(request, "since")),
+        until=parse_timestamp(str_param(request, "until")),
+        timestamps=bool_param(request, "timestamps"), tail=str_param(request, "tail") or "all")
+    resp = web.StreamResponse(status=200, headers={
+        "Content-Type": RAW_STREAM if tty else MULTIPLEXED_STREAM})
+    await resp.prepare(request)
+    request["stream_started"] = True
+    async for stream, data in chunks:
+        await resp.write(data if tty else frame(stream, data))
+    await resp.write_eof()
+    return resp
+
+
+async def pump(hj: Hijacked, sio: StreamIO, *, stdin: bool, detach_keys: str | None) -> None:
+    """Copy output to the client and the client's input to stdin until one side ends.
+
+    Output ended (process exited): close the connection. Detach keys: detach, close.
+    Client half-closed: close stdin, keep sending output. Client gone: stop.
+    """
+    scanner = DetachScanner(parse_detach_keys(detach_keys)) if stdin else None
+
+    async def copy_out() -> None:
+        async for stream, data in sio.output:
+            await hj.write_stream(stream, data)
+
+    async def copy_in() -> str:
+        while True:
+            data = await hj.read()
+            if data is None:
+                if hj.half_closed and sio.close_stdin is not None:
+                    await sio.close_stdin()
+                    return "stdin-closed"
+                return "gone"
+            if scanner is None or sio.write_stdin is None:
+                continue  # not attached to stdin: discard
+            forward, detached = scanner.feed(data)
+            if forward:
+                await sio.write_stdin(forward)
+            if detached:
+                return "detached"
+
+    out_task = asyncio.ensure_future(copy_out())
+    in_task = asyncio.ensure_future(copy_in())
+    try:
+        done, _ = await asyncio.wait({out_task, in_task}, return_when=asyncio.FIRST_COMPLETED)
+        if in_task in done and in_task.result() == "stdin-closed":
+            await out_task  # the process may still answer what it read
+        elif in_task in done and sio.detach is not None:
+            await sio.detach()  # detach keys, or the client went away
+        for t in done:
+            t.result()  # surface errors
+    except (ConnectionResetError, BrokenPipeError):
+        log.debug("attach client disconnected")
+        if sio.detach is not None:
+            await sio.detach()
+    finally:
+        for t in (out_task, in_task):
+            t.cancel()
+        await asyncio.gather(out_task, in_task, return_exceptions=True)
+        await hj.close()
+
+
+async def attach(request: web.Request) -> web.StreamResponse:
+    svc = ctx(request).containers
+    want_stdin = bool_param(request, "stdin")
+    detach_keys = str_param(request, "detachKeys")
+    if detach_keys:
+        parse_detach_keys(detach_keys)  # a bad spec is a 400 before the hijack
+    sio = await svc.attach(_ref(request), stream=bool_param(request, "stream"),
+                           logs=bool_param(request, "logs"), stdin=want_stdin,
+                           stdout=bool_param(request, "stdout"),
+                           stderr=bool_param(request, "stderr"), detach_keys=detach_keys)
+    hj = await hijack(request, multiplexed=not sio.tty)
+    request["stream_started"] = True
+    await pump(hj, sio, stdin=want_stdin, detach_keys=detach_keys)
+    return hj.response
+
+
+def _size(request: web.Request) -> tuple[int, int]:
+    h, w = int_param(request, "h"), int_param(request, "w")
+    if h is None or w is None or h < 0 or w < 0:
+        raise BadRequest("h and w are required non-negative integers")
+    return h, w
+
+
+async def resize(request: web.Request) -> web.Response:
+    h, w = _size(request)
+    await ctx(request).containers.resize(_ref(request), h, w)
+    return web.Response(status=200)
+
+
+async def top(request: web.Request) -> web.Response:
+    return web.json_response(await ctx(request).containers.top(
+        _ref(request), str_param(request, "ps_args") or None))
+
+
+async def rename(request: web.Request) -> web.Response:
+    name = str_param(request, "name")
+    if not name or not _NAME_RE.match(name):
+        raise BadRequest(f"Invalid container name ({name or ''}), only "
+                         "[a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+    await ctx(request).containers.rename(_ref(request), name.lstrip("/"))
+    return web.Response(status=204)
+
+
+async def prune(request: web.Request) -> web.Response:
+    return web.json_response(await ctx(request).containers.prune(filters_param(request)))
+
+
+async def stats(request: web.Request) -> web.StreamResponse:
+    stream = bool_param(request, "stream", default=True) and not bool_param(request, "one-shot")
+    items = await ctx(request).containers.stats(_ref(request), stream)
+    out = JSONStream(request)
+    await out.start()
+    request["stream_started"] = True
+    async for item in items:
+        await out.send(item)
+    return await out.finish()
+
+
+async def changes(request: web.Request) -> web.Response:
+    return web.json_response(await ctx(request).containers.changes(_ref(request)))
+
+
+async def export(request: web.Request) -> web.StreamResponse:
+    chunks = await ctx(request).containers.export(_ref(request))
+    resp = web.StreamResponse(status=200, headers={"Content-Type": "application/x-tar"})
+    await resp.prepare(request)
+    request["stream_started"] = True
+    async for chunk in chunks:
+        await resp.write(chunk)
+    await resp.write_eof()
+    return resp
+
+
+async def not_yet(request: web.Request) -> web.Response:
+    raise NotImplementedYet(f"{request.method} {request.path} is not implemented yet")
+
+
+def register(add: Any) -> None:
+    add("POST", "/containers/create", create)
+    add("GET", "/containers/json", list_containers)
+    add("POST", "/containers/prune", prune)
+    add("GET", "/containers/{id}/json", inspect)
+    add("POST", "/containers/{id}/start", start)
+    add("POST", "/containers/{id}/stop", stop)
+    add("POST", "/containers/{id}/restart", restart)
+    add("POST", "/containers/{id}/kill", kill)
+    add("POST", "/containers/{id}/pause", pause)
+    add("POST", "/containers/{id}/unpause", unpause)
+    add("POST", "/containers/{id}/wait", wait)
+    add("GET", "/containers/{id}/logs", logs)
+    add("POST", "/containers/{id}/attach", attach)
+    add("POST", "/containers/{id}/resize", resize)
+    add("GET", "/containers/{id}/top", top)
+    add("POST", "/containers/{id}/rename", rename)
+    add("GET", "/containers/{id}/stats", stats)
+    add("GET", "/containers/{id}/changes", changes)
+    add("GET", "/containers/{id}/export", export)
+    add("GET", "/containers/{id}/archive", not_yet)
+    add("HEAD", "/containers/{id}/archive", not_yet)
+    add("PUT", "/containers/{id}/archive", not_yet)
+    add("POST", "/containers/{id}/update", not_yet)
+    add("DELETE", "/containers/{id}", remove)

@@ -1,0 +1,86 @@
+"""Exceptions -> Docker's HTTP status codes and `{"message": ...}` bodies, in one place."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from aiohttp import web
+
+from kobako.engine import errors as engine_errors
+from kobako.image import errors as image_errors
+
+log = logging.getLogger("kobako.api")
+
+
+class BadRequest(engine_errors.InvalidParameter):
+    """A request the API layer itself rejects (bad query value, malformed JSON body)."""
+
+
+# Most specific first: the first isinstance match wins.
+_STATUS: list[tuple[type[BaseException], int]] = [
+    (engine_errors.NotModified, 304),
+    (engine_errors.InvalidParameter, 400),
+    (engine_errors.Unauthorized, 401),
+    (engine_errors.Forbidden, 403),
+    (engine_errors.NotFound, 404),
+    (engine_errors.Conflict, 409),
+    (engine_errors.NotImplementedYet, 501),
+    (engine_errors.Unavailable, 503),
+    (image_errors.NotFound, 404),
+    (image_errors.InvalidReference, 400),
+    (image_errors.InvalidParameter, 400),
+    (image_errors.UnsafeArchive, 400),
+    (image_errors.UnsupportedMediaType, 400),
+    (image_errors.AuthError, 401),
+    (image_errors.Conflict, 409),
+]
+
+
+def status_for(exc: BaseException) -> int:
+    if isinstance(exc, image_errors.RegistryError) and not isinstance(
+            exc, image_errors.AuthError):
+        # a registry's "not found" is the client's 404; other registry faults are 500
+        return 404 if exc.status == 404 else 500
+    for cls, status in _STATUS:
+        if isinstance(exc, cls):
+            return status
+    return 500
+
+
+def message_for(exc: BaseException) -> str:
+    msg = getattr(exc, "message", None) or str(exc)
+    return msg or exc.__class__.__name__
+
+
+def error_response(status: int, message: str) -> web.Response:
+    if status == 304:
+        return web.Response(status=304)
+    return web.Response(status=status, content_type="application/json",
+                        text=json.dumps({"message": message}) + "\n")
+
+
+def response_for(exc: BaseException) -> web.Response:
+    status = status_for(exc)
+    if status >= 500 and status not in (501, 503):
+        log.error("internal error: %s", exc, exc_info=exc)
+    return error_response(status, message_for(exc))
+
+
+def http_exception_response(exc: web.HTTPException) -> web.StreamResponse:
+    """aiohttp's own HTTP errors (404 route, 405, 413) rendered as Docker does."""
+    if exc.status < 400:
+        return exc
+    if exc.status == 404:
+        message = "page not found"
+    elif exc.status == 413:
+        message = "request body too large"
+    else:
+        message = exc.text or exc.reason
+        if message.startswith(f"{exc.status}: "):
+            message = message[len(f"{exc.status}: "):]
+    resp = error_response(exc.status, message)
+    for k, v in exc.headers.items():
+        if k.lower() not in ("content-type", "content-length"):
+            resp.headers[k] = v
+    return resp

@@ -1,0 +1,69 @@
+"""Exec routes: create, start (hijacked stream or detached), inspect, resize."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from kobako.api.containers import pump
+from kobako.api.context import ctx
+from kobako.api.errors import BadRequest
+from kobako.api.params import check_types, int_param, json_body
+from kobako.api.streams import hijack, parse_detach_keys
+
+EXEC_TYPES: dict[str, Any] = {
+    "AttachStdin": bool, "AttachStdout": bool, "AttachStderr": bool, "DetachKeys": str,
+    "Tty": bool, "Env": list, "Cmd": list, "Privileged": bool, "User": str,
+    "WorkingDir": str, "ConsoleSize": list,
+}
+
+
+async def create(request: web.Request) -> web.Response:
+    body = await json_body(request, allow_empty=False)
+    check_types(body, EXEC_TYPES, "types.ExecConfig")
+    cmd = body.get("Cmd")
+    if not cmd or not all(isinstance(c, str) for c in cmd):
+        raise BadRequest("No exec command specified")
+    if body.get("DetachKeys"):
+        parse_detach_keys(body["DetachKeys"])
+    result = await ctx(request).containers.exec_create(request.match_info["id"], body)
+    return web.json_response({"Id": result["Id"]}, status=201)
+
+
+async def start(request: web.Request) -> web.StreamResponse:
+    body = await json_body(request)
+    check_types(body, {"Detach": bool, "Tty": bool, "ConsoleSize": list}, "types.ExecStartCheck")
+    exec_id = request.match_info["id"]
+    svc = ctx(request).containers
+    detach = bool(body.get("Detach"))
+    sio = await svc.exec_start(exec_id, detach=detach, tty=bool(body.get("Tty")),
+                               detach_keys=None)
+    if detach or sio is None:
+        return web.Response(status=200)
+    hj = await hijack(request, multiplexed=not sio.tty)
+    request["stream_started"] = True
+    info = await svc.exec_inspect(exec_id)
+    cfg = info.get("ProcessConfig", {}) or {}
+    await pump(hj, sio, stdin=bool(info.get("OpenStdin", cfg.get("OpenStdin", True))),
+               detach_keys=info.get("DetachKeys") or None)
+    return hj.response
+
+
+async def inspect(request: web.Request) -> web.Response:
+    return web.json_response(await ctx(request).containers.exec_inspect(request.match_info["id"]))
+
+
+async def resize(request: web.Request) -> web.Response:
+    h, w = int_param(request, "h"), int_param(request, "w")
+    if h is None or w is None or h < 0 or w < 0:
+        raise BadRequest("h and w are required non-negative integers")
+    await ctx(request).containers.exec_resize(request.match_info["id"], h, w)
+    return web.Response(status=200)
+
+
+def register(add: Any) -> None:
+    add("POST", "/containers/{id}/exec", create)
+    add("POST", "/exec/{id}/start", start)
+    add("POST", "/exec/{id}/resize", resize)
+    add("GET", "/exec/{id}/json", inspect)

@@ -1,0 +1,392 @@
+"""Image routes, adapting HTTP to the image library (`ImageBackend`).
+
+The library is synchronous: its calls run in worker threads. Progress comes back
+through a callback as Docker's JSON messages and is streamed as chunked JSON lines.
+As in Docker, an error before anything was streamed is a proper HTTP status; after
+that it is an `errorDetail` message in the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import functools
+import ipaddress
+import json
+import logging
+import os
+import socket
+import tempfile
+import threading
+from collections.abc import Callable
+from typing import IO, Any
+from urllib.parse import urlparse
+
+from aiohttp import web
+
+from kobako.api.context import ctx
+from kobako.api.errors import BadRequest, message_for
+from kobako.api.params import bool_param, filters_param, str_param
+from kobako.api.streams import JSONStream
+from kobako.engine.errors import NotImplementedYet
+
+log = logging.getLogger("kobako.api.images")
+
+_COPY_CHUNK = 256 * 1024
+MAX_IMPORT_URL_BYTES = 8 * 1024 * 1024 * 1024
+
+
+class ClientGone(Exception):
+    """The HTTP client disconnected; raised inside the worker to abandon the operation."""
+
+
+def registry_auth(request: web.Request) -> dict[str, Any] | None:
+    """Decode X-Registry-Auth (base64url JSON, padding optional); None when absent/empty."""
+    raw = request.headers.get("X-Registry-Auth")
+    if not raw:
+        return None
+    try:
+        padded = raw + "=" * (-len(raw) % 4)
+        data = json.loads(base64.urlsafe_b64decode(padded.encode()))
+    except (binascii.Error, ValueError) as exc:
+        raise BadRequest(f"invalid X-Registry-Auth header: {exc}") from exc
+    if not isinstance(data, dict):
+        raise BadRequest("invalid X-Registry-Auth header: expected a JSON object")
+    return {k: v for k, v in data.items() if v} or None
+
+
+async def _progress_call(request: web.Request, fn: Callable[..., Any],
+                         finish: Callable[[Any], list[dict[str, Any]]] | None = None,
+                         **kwargs: Any) -> web.StreamResponse:
+    """Run `fn(progress=..., **kwargs)` in a thread, streaming its progress messages."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    gone = threading.Event()
+
+    def progress(message: dict[str, Any]) -> None:
+        if gone.is_set():
+            raise ClientGone("client disconnected")
+        loop.call_soon_threadsafe(queue.put_nowait, dict(message))
+
+    work = loop.run_in_executor(None, functools.partial(fn, progress=progress, **kwargs))
+    stream = JSONStream(request)
+    try:
+        while True:
+            getter = asyncio.ensure_future(queue.get())
+            done, _ = await asyncio.wait({getter, work}, return_when=asyncio.FIRST_COMPLETED)
+            if getter in done:
+                await stream.send(getter.result())
+                request["stream_started"] = True
+                continue
+            getter.cancel()
+            while not queue.empty():  # messages that raced the completion
+                await stream.send(queue.get_nowait())
+                request["stream_started"] = True
+            break
+        try:
+            result = work.result()
+        except Exception as exc:
+            if not request.get("stream_started"):
+                raise  # nothing sent yet: answer with the proper status
+            await stream.send_error(message_for(exc))
+            return await stream.finish()
+        for message in (finish(result) if finish else []):
+            await stream.send(message)
+        return await stream.finish()
+    except (asyncio.CancelledError, ConnectionResetError):
+        gone.set()  # the worker stops at its next progress report
+        raise
+
+
+def _join_ref(name: str, tag: str | None) -> str:
+    if not tag:
+        return name
+    if tag.startswith("sha256:"):
+        return f"{name}@{tag}"
+    last = name.rsplit("/", 1)[-1]
+    if ":" in last or "@" in name:
+        return name
+    return f"{name}:{tag}"
+
+
+async def create(request: web.Request) -> web.StreamResponse:
+    """POST /images/create: pull (fromImage) or import (fromSrc)."""
+    backend = ctx(request).image_backend()
+    from_image = str_param(request, "fromImage")
+    from_src = str_param(request, "fromSrc")
+    tag = str_param(request, "tag")
+    platform = str_param(request, "platform") or None
+    if from_image:
+        reference = _join_ref(from_image, tag or "latest")
+        result = await _progress_call(request, backend.pull, reference=reference,
+                                      platform=platform, auth=registry_auth(request))
+        ctx(request).events.publish("image", "pull", reference, {"name": reference})
+        return result
+    if from_src:
+        return await _import(request, from_src, tag, platform)
+    raise BadRequest("fromImage or fromSrc is required")
+
+
+def _loopback_url(url: str) -> bool:
+    host = urlparse(url).hostname or ""
+    try:
+        addrs = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except OSError:
+        return False
+    return bool(addrs) and all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addrs)
+
+
+def _spool_dir(request: web.Request) -> str | None:
+    path = os.path.join(ctx(request).config.exec_root, "tmp")
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    except OSError:
+        return None
+    return path
+
+
+async def _spool_body(request: web.Request) -> IO[bytes]:
+    """Copy the (possibly huge) request body to an anonymous temp file and rewind it."""
+    f = tempfile.TemporaryFile(dir=_spool_dir(request))
+    try:
+        while True:
+            chunk = await request.content.read(_COPY_CHUNK)
+            if not chunk:
+                break
+            await asyncio.to_thread(f.write, chunk)
+        f.seek(0)
+    except BaseException:
+        f.close()
+        raise
+    return f
+
+
+async def _spool_url(request: web.Request, url: str) -> IO[bytes]:
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https"):
+        raise BadRequest(f"unsupported import source {url!r}: use - (request body) or a URL")
+    if not await asyncio.to_thread(_loopback_url, url):
+        raise BadRequest(f"importing from {parsed.hostname!r} is not allowed: "
+                         "kobakod only fetches import URLs on loopback")
+    import aiohttp  # lazy: only imports from a URL need the client
+
+    f = tempfile.TemporaryFile(dir=_spool_dir(request))
+    try:
+        async with aiohttp.ClientSession() as session, session.get(url) as resp:
+            if resp.status != 200:
+                raise BadRequest(f"fetching {url}: HTTP {resp.status}")
+            total = 0
+            async for chunk in resp.content.iter_chunked(_COPY_CHUNK):
+                total += len(chunk)
+                if total > MAX_IMPORT_URL_BYTES:
+                    raise BadRequest(f"fetching {url}: larger than {MAX_IMPORT_URL_BYTES} bytes")
+                await asyncio.to_thread(f.write, chunk)
+        f.seek(0)
+    except aiohttp.ClientError as exc:
+        f.close()
+        raise BadRequest(f"fetching {url}: {exc}") from exc
+    except BaseException:
+        f.close()
+        raise
+    return f
+
+
+async def _import(request: web.Request, src: str, tag: str | None,
+                  platform: str | None) -> web.StreamResponse:
+    backend = ctx(request).image_backend()
+    repo = str_param(request, "repo") or None
+    changes = request.query.getall("changes", [])
+    message = str_param(request, "message") or None
+    body = await (_spool_body(request) if src == "-" else _spool_url(request, src))
+    try:
+        image_id = await asyncio.to_thread(
+            backend.import_, body, repo=repo, tag=tag or None, changes=list(changes),
+            message=message, platform=platform)
+    finally:
+        body.close()
+    ref = _join_ref(repo, tag or "latest") if repo else image_id
+    ctx(request).events.publish("image", "import", image_id, {"name": ref})
+    stream = JSONStream(request)
+    await stream.send({"status": image_id})
+    return await stream.finish()
+
+
+async def push(request: web.Request) -> web.StreamResponse:
+    backend = ctx(request).image_backend()
+    name = request.match_info["name"]
+    reference = _join_ref(name, str_param(request, "tag"))
+    auth = registry_auth(request)
+    result = await _progress_call(request, backend.push, reference=reference, auth=auth)
+    ctx(request).events.publish("image", "push", reference, {"name": reference})
+    return result
+
+
+async def tag(request: web.Request) -> web.Response:
+    backend = ctx(request).image_backend()
+    name = request.match_info["name"]
+    repo = str_param(request, "repo")
+    if not repo:
+        raise BadRequest("repository name is required (repo=)")
+    target = _join_ref(repo, str_param(request, "tag") or "latest")
+    await asyncio.to_thread(backend.tag, name, target)
+    ctx(request).events.publish("image", "tag", name, {"name": target})
+    return web.Response(status=201)
+
+
+async def remove(request: web.Request) -> web.Response:
+    backend = ctx(request).image_backend()
+    name = request.match_info["name"]
+    result = await asyncio.to_thread(backend.remove, name, force=bool_param(request, "force"),
+                                     noprune=bool_param(request, "noprune"))
+    for item in result:
+        for action, ident in item.items():
+            ctx(request).events.publish("image", action.lower(), ident, {"name": name})
+    return web.json_response(result)
+
+
+async def list_images(request: web.Request) -> web.Response:
+    backend = ctx(request).image_backend()
+    result = await asyncio.to_thread(backend.list, all=bool_param(request, "all"),
+                                     filters=filters_param(request),
+                                     digests=bool_param(request, "digests"))
+    return web.json_response(result)
+
+
+async def inspect(request: web.Request) -> web.Response:
+    backend = ctx(request).image_backend()
+    return web.json_response(await asyncio.to_thread(backend.inspect, request.match_info["name"]))
+
+
+async def history(request: web.Request) -> web.Response:
+    backend = ctx(request).image_backend()
+    return web.json_response(await asyncio.to_thread(backend.history, request.match_info["name"]))
+
+
+async def prune(request: web.Request) -> web.Response:
+    backend = ctx(request).image_backend()
+    result = await asyncio.to_thread(backend.prune, filters_param(request))
+    ctx(request).events.publish("image", "prune", "", {
+        "reclaimed": str(result.get("SpaceReclaimed", 0))})
+    return web.json_response(result)
+
+
+class _QueueWriter:
+    """A file-like the worker thread writes to; chunks go to the event loop, bounded."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[bytes | None]):
+        self._loop = loop
+        self._queue = queue
+        self.gone = threading.Event()
+        self._buf = bytearray()
+
+    def write(self, data: bytes) -> int:
+        if self.gone.is_set():
+            raise BrokenPipeError("client disconnected")
+        self._buf += data
+        if len(self._buf) >= _COPY_CHUNK:
+            self.flush()
+        return len(data)
+
+    def flush(self) -> None:
+        if self._buf:
+            chunk, self._buf = bytes(self._buf), bytearray()
+            asyncio.run_coroutine_threadsafe(self._queue.put(chunk), self._loop).result()
+
+    def writable(self) -> bool:
+        return True
+
+
+async def _save(request: web.Request, names: list[str]) -> web.StreamResponse:
+    backend = ctx(request).image_backend()
+    if not names:
+        raise BadRequest("no image names given")
+    # Resolve every name first, so "no such image" is a 404 rather than a broken tar.
+    for name in names:
+        await asyncio.to_thread(backend.inspect, name)
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=8)
+    writer = _QueueWriter(loop, queue)
+
+    def run() -> None:
+        try:
+            backend.save(names, writer)  # type: ignore[arg-type]
+            writer.flush()
+        finally:
+            asyncio.run_coroutine_threadsafe(queue.put(None), loop).result()
+
+    work = loop.run_in_executor(None, run)
+    resp = web.StreamResponse(status=200, headers={"Content-Type": "application/x-tar"})
+    await resp.prepare(request)
+    request["stream_started"] = True
+    try:
+        while (chunk := await queue.get()) is not None:
+            await resp.write(chunk)
+        await work  # re-raises a save failure: the connection is cut, the tar incomplete
+    except BaseException:
+        writer.gone.set()
+        while not queue.empty():  # unblock a worker waiting on a full queue
+            queue.get_nowait()
+        raise
+    await resp.write_eof()
+    return resp
+
+
+async def get_one(request: web.Request) -> web.StreamResponse:
+    return await _save(request, [request.match_info["name"]])
+
+
+async def get_many(request: web.Request) -> web.StreamResponse:
+    return await _save(request, request.query.getall("names", []))
+
+
+async def load(request: web.Request) -> web.StreamResponse:
+    backend = ctx(request).image_backend()
+    quiet = bool_param(request, "quiet")
+    body = await _spool_body(request)
+    try:
+        def finish(loaded: list[str]) -> list[dict[str, Any]]:
+            out = []
+            for ref in loaded:
+                what = "image ID" if ref.startswith("sha256:") else "image"
+                out.append({"stream": f"Loaded {what}: {ref}\n"})
+            return out
+
+        if quiet:
+            loaded = await asyncio.to_thread(backend.load, body, progress=lambda m: None)
+            stream = JSONStream(request)
+            for message in finish(loaded):
+                await stream.send(message)
+            result: web.StreamResponse = await stream.finish()
+        else:
+            result = await _progress_call(request, _positional_load(backend), finish=finish,
+                                          src=body)
+    finally:
+        body.close()
+    ctx(request).events.publish("image", "load", "", {})
+    return result
+
+
+def _positional_load(backend: Any) -> Callable[..., Any]:
+    def run(*, src: IO[bytes], progress: Callable[[dict[str, Any]], None]) -> Any:
+        return backend.load(src, progress=progress)
+    return run
+
+
+async def search(request: web.Request) -> web.Response:
+    raise NotImplementedYet("image search is not supported by kobako")
+
+
+def register(add: Any) -> None:
+    add("GET", "/images/json", list_images)
+    add("POST", "/images/create", create)
+    add("POST", "/images/load", load)
+    add("GET", "/images/get", get_many)
+    add("GET", "/images/search", search)
+    add("POST", "/images/prune", prune)
+    add("GET", "/images/{name:.+}/json", inspect)
+    add("GET", "/images/{name:.+}/history", history)
+    add("GET", "/images/{name:.+}/get", get_one)
+    add("POST", "/images/{name:.+}/push", push)
+    add("POST", "/images/{name:.+}/tag", tag)
+    add("DELETE", "/images/{name:.+}", remove)

@@ -1,0 +1,224 @@
+"""Stream plumbing: hijacked connections, multiplexed framing, JSON progress, detach keys.
+
+Attach and exec start take over the HTTP connection (hijack): with `Upgrade: tcp`
+the answer is 101 Switching Protocols, without it (older clients) a 200 whose body
+is the raw stream; after the headers, bytes flow both ways unframed by HTTP. Output
+without a tty is multiplexed in 8-byte-header frames: [stream, 0, 0, 0, size32be].
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import struct
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import web
+
+from kobako.engine.errors import InvalidParameter
+
+RAW_STREAM = "application/vnd.docker.raw-stream"
+MULTIPLEXED_STREAM = "application/vnd.docker.multiplexed-stream"
+
+STDIN, STDOUT, STDERR = 0, 1, 2
+_HEADER = struct.Struct(">BxxxL")
+DEFAULT_DETACH_KEYS = "ctrl-p,ctrl-q"
+
+
+def frame(stream: int, data: bytes) -> bytes:
+    """One multiplexed frame: 8-byte header then the payload."""
+    return _HEADER.pack(stream, len(data)) + data
+
+
+def parse_frames(buf: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
+    """Split complete frames off `buf`; returns them and the incomplete remainder."""
+    out = []
+    while len(buf) >= _HEADER.size:
+        stream, size = _HEADER.unpack_from(buf)
+        if len(buf) < _HEADER.size + size:
+            break
+        out.append((stream, buf[_HEADER.size:_HEADER.size + size]))
+        buf = buf[_HEADER.size + size:]
+    return out, buf
+
+
+def wants_upgrade(request: web.Request) -> bool:
+    conn = request.headers.get("Connection", "").lower()
+    return "upgrade" in conn and request.headers.get("Upgrade", "").lower() == "tcp"
+
+
+class _InputParser:
+    """Takes the place of aiohttp's HTTP parser on a hijacked connection (set_parser)."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.eof = False
+        self.half_closed = False  # EOF from the client's CloseWrite, not a lost connection
+
+    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+        if not self.eof:
+            self.queue.put_nowait(bytes(data))
+        return False, b""
+
+    def feed_eof(self) -> None:
+        if not self.eof:
+            self.eof = True
+            self.queue.put_nowait(None)
+
+
+class Hijacked:
+    """A hijacked connection: `read()` client bytes (None at EOF), `write()` raw bytes."""
+
+    def __init__(self, request: web.Request, response: web.StreamResponse,
+                 parser: _InputParser, multiplexed: bool):
+        self.request = request
+        self.response = response
+        self._parser = parser
+        self.multiplexed = multiplexed
+
+    @property
+    def half_closed(self) -> bool:
+        return self._parser.half_closed
+
+    async def read(self) -> bytes | None:
+        return await self._parser.queue.get()
+
+    async def write(self, data: bytes) -> None:
+        if data:
+            await self.response.write(data)
+
+    async def write_stream(self, stream: int, data: bytes) -> None:
+        """Write output of `stream` (1 stdout, 2 stderr), framed unless it is a tty stream."""
+        if self.multiplexed:
+            await self.write(frame(stream or STDOUT, data))
+        else:
+            await self.write(data)
+
+    @property
+    def closed(self) -> bool:
+        transport = self.request.transport
+        return transport is None or transport.is_closing()
+
+    async def close(self) -> None:
+        transport = self.request.transport
+        if transport is not None and not transport.is_closing():
+            transport.close()
+
+
+async def hijack(request: web.Request, *, multiplexed: bool) -> Hijacked:
+    """Take over the connection of `request` for a raw bidirectional stream."""
+    upgrade = wants_upgrade(request)
+    content_type = MULTIPLEXED_STREAM if multiplexed else RAW_STREAM
+    parser = _InputParser()
+    protocol = request.protocol
+    protocol.set_parser(parser)  # type: ignore[union-attr]
+
+    def _eof_received() -> bool:
+        # The client half-closed (CloseWrite after stdin ended): end stdin, but keep
+        # the connection open so the output can still be sent (Docker does the same).
+        parser.half_closed = True
+        parser.feed_eof()
+        return True
+
+    protocol.eof_received = _eof_received  # type: ignore[union-attr,method-assign]
+    if upgrade:
+        resp = web.StreamResponse(status=101, headers={
+            "Content-Type": content_type, "Connection": "Upgrade", "Upgrade": "tcp"})
+    else:
+        resp = web.StreamResponse(status=200, headers={"Content-Type": content_type})
+    # A raw stream: no chunked encoding and no length (aiohttp's websockets do the same).
+    resp._length_check = False  # noqa: SLF001
+    resp.force_close()
+    await resp.prepare(request)
+    return Hijacked(request, resp, parser, multiplexed)
+
+
+class JSONStream:
+    """A chunked response of JSON messages, one per line, as pulls and events stream."""
+
+    def __init__(self, request: web.Request):
+        self.request = request
+        self.response = web.StreamResponse(status=200,
+                                           headers={"Content-Type": "application/json"})
+        self.response.enable_chunked_encoding()
+        self._prepared = False
+
+    async def start(self) -> None:
+        if not self._prepared:
+            await self.response.prepare(self.request)
+            self._prepared = True
+
+    async def send(self, message: dict[str, Any]) -> None:
+        await self.start()
+        await self.response.write(json.dumps(message).encode() + b"\r\n")
+
+    async def send_error(self, message: str) -> None:
+        await self.send({"errorDetail": {"message": message}, "error": message})
+
+    async def finish(self) -> web.StreamResponse:
+        await self.start()
+        await self.response.write_eof()
+        return self.response
+
+
+async def stream_json_lines(request: web.Request,
+                            items: AsyncIterator[dict[str, Any]]) -> web.StreamResponse:
+    stream = JSONStream(request)
+    await stream.start()
+    async for item in items:
+        await stream.send(item)
+    return await stream.finish()
+
+
+# --- detach keys --------------------------------------------------------------------
+
+_CTRL = {chr(c): c - 0x60 for c in range(ord("a"), ord("z") + 1)}
+_CTRL.update({"@": 0, "[": 27, "\\": 28, "]": 29, "^": 30, "_": 31})
+
+
+def parse_detach_keys(spec: str | None) -> bytes:
+    """Docker's detach-key syntax: comma-separated `ctrl-<x>` or single characters."""
+    if spec is None or spec == "":
+        spec = DEFAULT_DETACH_KEYS
+    out = bytearray()
+    for key in spec.split(","):
+        key = key.strip()
+        if len(key) == 1:
+            out.append(ord(key))
+        elif key.lower().startswith("ctrl-") and len(key) == 6 and key[5].lower() in _CTRL:
+            out.append(_CTRL[key[5].lower()])
+        else:
+            raise InvalidParameter(f"Invalid detach keys ({spec}) provided")
+    return bytes(out)
+
+
+class DetachScanner:
+    """Watches stdin for the detach sequence, holding back a partial match.
+
+    `feed()` returns the bytes to forward and whether the sequence was completed.
+    """
+
+    def __init__(self, keys: bytes):
+        self.keys = keys
+        self._held = b""
+
+    def feed(self, data: bytes) -> tuple[bytes, bool]:
+        if not self.keys:
+            return data, False
+        out = bytearray()
+        for b in data:
+            candidate = self._held + bytes([b])
+            if self.keys.startswith(candidate):
+                if len(candidate) == len(self.keys):
+                    self._held = b""
+                    return bytes(out), True
+                self._held = candidate
+            else:
+                out += self._held
+                if self.keys.startswith(bytes([b])):
+                    self._held = bytes([b])
+                else:
+                    out.append(b)
+                    self._held = b""
+        return bytes(out), False
