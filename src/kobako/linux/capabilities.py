@@ -149,9 +149,9 @@ def apply(caps: dict[str, list[str]] | None, sys: Any = None) -> None:
         try:
             sys.prctl(_syscalls.PR_CAP_AMBIENT, _syscalls.PR_CAP_AMBIENT_RAISE, number)
         except _syscalls.SyscallError as e:
-            if e.errno != errno.EINVAL:
+            if e.errno not in (errno.EINVAL, errno.EPERM):
                 raise
-            log.warning("cannot raise ambient capability %s: not permitted and inheritable", name)
+            log.debug("cannot raise ambient capability %s: not permitted and inheritable", name)
 
 
 def parse_status(text: str) -> dict[str, list[str]]:

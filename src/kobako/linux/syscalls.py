@@ -98,15 +98,36 @@ class SyscallError(OSError):
     def __init__(self, call: str, args: dict[str, Any], err: int):
         self.call = call
         self.call_args = args
-        described = ", ".join(f"{k}={_describe(k, v)}" for k, v in args.items())
+        described = ", ".join(f"{k}={_describe(call, k, v)}" for k, v in args.items())
         super().__init__(err, f"{call}({described}): {os.strerror(err)}")
 
     def __str__(self) -> str:
         return self.strerror or super().__str__()
 
 
-def _describe(key: str, value: Any) -> str:
-    if key == "flags" and isinstance(value, int) and value:
+_ERRNO_CLASSES: dict[int, type[OSError]] = {
+    _errno.ENOENT: FileNotFoundError, _errno.EEXIST: FileExistsError,
+    _errno.EPERM: PermissionError, _errno.EACCES: PermissionError,
+    _errno.ESRCH: ProcessLookupError, _errno.ENOTDIR: NotADirectoryError,
+    _errno.EISDIR: IsADirectoryError, _errno.EINTR: InterruptedError,
+}
+_SPECIFIC: dict[type[OSError], type[SyscallError]] = {}
+
+
+def syscall_error(call: str, args: dict[str, Any], err: int) -> SyscallError:
+    """A SyscallError that is also the matching builtin (FileNotFoundError for ENOENT...),
+    so callers can catch it as they would catch the same error from `os`."""
+    base = _ERRNO_CLASSES.get(err)
+    if base is None:
+        return SyscallError(call, args, err)
+    cls = _SPECIFIC.get(base)
+    if cls is None:
+        cls = _SPECIFIC[base] = type(f"Syscall{base.__name__}", (SyscallError, base), {})
+    return cls(call, args, err)
+
+
+def _describe(call: str, key: str, value: Any) -> str:
+    if call == "mount" and key == "flags" and isinstance(value, int) and value:
         names = [name for bit, name in sorted(MOUNT_FLAG_NAMES.items()) if value & bit]
         if names:
             return "|".join(names)
@@ -168,7 +189,7 @@ class RealSyscalls:
 
     def _check(self, result: int, call: str, args: dict[str, Any]) -> int:
         if result < 0:
-            raise SyscallError(call, args, ctypes.get_errno())
+            raise syscall_error(call, args, ctypes.get_errno())
         return result
 
     def _syscall(self, name: str, *args: Any) -> int:
@@ -269,7 +290,7 @@ class RecordingSyscalls:
     def _record(self, call: str, **args: Any) -> None:
         self.calls.append((call, args))
         if call in self.fail:
-            raise SyscallError(call, args, self.fail[call])
+            raise syscall_error(call, args, self.fail[call])
 
     def names(self) -> list[str]:
         return [name for name, _ in self.calls]

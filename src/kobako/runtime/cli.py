@@ -1,0 +1,359 @@
+"""kobako-runtime: runc's command line over kobako.runtime.
+
+Output formats (state, list, ps) match runc's exactly, because containerd's shim
+and podman parse them. Errors go to stderr and to --log (JSON lines with
+--log-format json), with a non-zero exit.
+
+Imports are kept lazy: this runs once per container operation, and start-up
+time is most of its cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from kobako import __version__
+
+from .errors import RuntimeFailure
+from .log import RuntimeLog
+from .state import DEFAULT_ROOT, OCI_VERSION
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kobako-runtime", description="a runc-compatible OCI runtime")
+    p.add_argument("--root", default=DEFAULT_ROOT, help="state directory (default %(default)s)")
+    p.add_argument("--log", default=None, help="log file (default: stderr only)")
+    p.add_argument("--log-format", default="text", choices=["text", "json"])
+    p.add_argument("--debug", action="store_true")
+    p.add_argument("--systemd-cgroup", action="store_true",
+                   help='cgroupsPath is "slice:prefix:name", laid out as systemd would')
+    p.add_argument("--rootless", default="auto", help="accepted for runc compatibility")
+    p.add_argument("--criu", default="criu", help="accepted for runc compatibility")
+    p.add_argument("-v", "--version", action="store_true", help="print the version")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=help)
+
+    def create_flags(c: argparse.ArgumentParser) -> None:
+        c.add_argument("-b", "--bundle", default=".")
+        c.add_argument("--console-socket")
+        c.add_argument("--pid-file")
+        c.add_argument("--no-pivot", action="store_true")
+        c.add_argument("--no-new-keyring", action="store_true")
+        c.add_argument("--preserve-fds", type=int, default=0)
+        c.add_argument("--pidfd-socket", help="not supported")
+        c.add_argument("container_id")
+
+    create_flags(command("create", "create a container"))
+    run = command("run", "create and run a container")
+    create_flags(run)
+    run.add_argument("-d", "--detach", action="store_true")
+    run.add_argument("--keep", action="store_true", help="do not delete the container after exit")
+
+    command("start", "start a created container").add_argument("container_id")
+    command("state", "output the state of a container").add_argument("container_id")
+
+    kill = command("kill", "send a signal to the container's init (or all processes)")
+    kill.add_argument("-a", "--all", action="store_true")
+    kill.add_argument("container_id")
+    kill.add_argument("signal", nargs="?", default="SIGTERM")
+
+    delete = command("delete", "delete a container and everything it holds")
+    delete.add_argument("-f", "--force", action="store_true")
+    delete.add_argument("container_id")
+
+    ps = command("ps", "list the processes running in a container")
+    ps.add_argument("-f", "--format", default="table", choices=["table", "json"])
+    ps.add_argument("container_id")
+    ps.add_argument("ps_args", nargs=argparse.REMAINDER)
+
+    lst = command("list", "list containers")
+    lst.add_argument("-f", "--format", default="table", choices=["table", "json"])
+    lst.add_argument("-q", "--quiet", action="store_true")
+
+    command("pause", "freeze all processes of a container").add_argument("container_id")
+    command("resume", "thaw a paused container").add_argument("container_id")
+
+    update = command("update", "update a container's resource limits")
+    update.add_argument("-r", "--resources", help="LinuxResources JSON file, - for stdin")
+    for flag in ("--memory", "--memory-reservation", "--memory-swap", "--kernel-memory",
+                 "--cpu-shares", "--cpu-quota", "--cpu-period", "--cpu-rt-runtime",
+                 "--cpu-rt-period", "--cpuset-cpus", "--cpuset-mems", "--pids-limit",
+                 "--blkio-weight", "--cpu-idle"):
+        update.add_argument(flag)
+    update.add_argument("container_id")
+
+    events = command("events", "container statistics")
+    events.add_argument("--stats", action="store_true", help="print one stats document")
+    events.add_argument("--interval", default="5s")
+    events.add_argument("container_id")
+
+    exe = command("exec", "run a process in a running container")
+    exe.add_argument("-p", "--process", help="process.json")
+    exe.add_argument("-t", "--tty", action="store_true")
+    exe.add_argument("-d", "--detach", action="store_true")
+    exe.add_argument("--pid-file")
+    exe.add_argument("--console-socket")
+    exe.add_argument("--pidfd-socket", help="not supported")
+    exe.add_argument("--cwd")
+    exe.add_argument("-e", "--env", action="append", default=[])
+    exe.add_argument("-u", "--user")
+    exe.add_argument("-g", "--additional-gids", action="append", default=[])
+    exe.add_argument("-c", "--cap", action="append", default=[])
+    exe.add_argument("--no-new-privs", action="store_true")
+    exe.add_argument("--preserve-fds", type=int, default=0)
+    exe.add_argument("--process-label")
+    exe.add_argument("--apparmor")
+    exe.add_argument("--cgroup")
+    exe.add_argument("--ignore-paused", action="store_true")
+    exe.add_argument("container_id")
+    exe.add_argument("command", nargs=argparse.REMAINDER)
+
+    command("features", "show the runtime's features (JSON)")
+    spec = command("spec", "write a default config.json")
+    spec.add_argument("-b", "--bundle", default=".")
+    spec.add_argument("--rootless", action="store_true")
+    return p
+
+
+def print_version() -> None:
+    commit = "unknown"
+    print(f"kobako-runtime version {__version__}\ncommit: {commit}\nspec: {OCI_VERSION}")
+
+
+def parse_signal(value: str) -> int:
+    import signal
+
+    if value.isdigit():
+        return int(value)
+    name = value.upper()
+    if not name.startswith("SIG"):
+        name = "SIG" + name
+    sig = getattr(signal.Signals, name, None)
+    if sig is None:
+        raise RuntimeFailure(f"unknown signal {value!r}")
+    return int(sig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    # Go-style single-dash long flags (-root, -log) appear in some callers.
+    argv = [("-" + a) if a.startswith("-") and not a.startswith("--") and len(a) > 2
+            and a[1:].split("=")[0] in _LONG_GLOBALS else a for a in argv]
+    args = _parser().parse_args(argv)
+    log = RuntimeLog(args.log, args.log_format, args.debug)
+    if args.version:
+        print_version()
+        return 0
+    if not args.command:
+        _parser().print_help()
+        return 0
+    try:
+        return _COMMANDS[args.command](args, log) or 0
+    except RuntimeFailure as err:
+        log.error(str(err))
+        return 1
+    except OSError as err:
+        log.error(str(err))
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+_LONG_GLOBALS = {"root", "log", "log-format", "debug", "systemd-cgroup", "rootless", "criu"}
+
+
+def _runtime(args, log):
+    from .container import Runtime
+
+    return Runtime(os.path.abspath(args.root), systemd_cgroup=args.systemd_cgroup, log=log)
+
+
+def _create(args, log):
+    _runtime(args, log).create(
+        args.container_id, args.bundle, pid_file=args.pid_file,
+        console_socket=args.console_socket, no_pivot=args.no_pivot,
+        no_new_keyring=args.no_new_keyring, preserve_fds=args.preserve_fds,
+    )
+
+
+def _start(args, log):
+    _runtime(args, log).start(args.container_id)
+
+
+def _state(args, log):
+    print(json.dumps(_runtime(args, log).state(args.container_id), indent=2))
+
+
+def _kill(args, log):
+    _runtime(args, log).kill(args.container_id, parse_signal(args.signal), args.all)
+
+
+def _delete(args, log):
+    from .errors import ContainerNotExist
+
+    try:
+        _runtime(args, log).delete(args.container_id, force=args.force)
+    except ContainerNotExist:
+        if not args.force:
+            raise
+
+
+def _pause(args, log):
+    _runtime(args, log).pause(args.container_id)
+
+
+def _resume(args, log):
+    _runtime(args, log).resume(args.container_id)
+
+
+def _list(args, log):
+    docs = _runtime(args, log).list()
+    if args.quiet:
+        for doc in docs:
+            print(doc["id"])
+    elif args.format == "json":
+        print(json.dumps(docs))
+    else:
+        rows = [["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"]]
+        rows += [[d["id"], str(d["pid"]), d["status"], d["bundle"], d["created"],
+                  d["owner"] or "root"] for d in docs]
+        print(_tabwriter(rows), end="")
+
+
+def _tabwriter(rows: list[list[str]], minwidth: int = 12, padding: int = 3) -> str:
+    """Go's text/tabwriter as runc configures it (minwidth 12, padding 3)."""
+    widths = [max(minwidth, max(len(r[i]) for r in rows) + padding) for i in range(len(rows[0]))]
+    return "".join(
+        "".join(cell.ljust(widths[i]) if i < len(row) - 1 else cell
+                for i, cell in enumerate(row)) + "\n"
+        for row in rows
+    )
+
+
+def _ps(args, log):
+    pids = _runtime(args, log).pids(args.container_id)
+    if args.format == "json":
+        print(json.dumps(pids))
+        return
+    import subprocess
+
+    ps_args = args.ps_args or ["-ef"]
+    out = subprocess.run(["ps", *ps_args], capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeFailure(f"ps {' '.join(ps_args)}: {out.stderr.strip()}")
+    lines = out.stdout.splitlines()
+    if not lines:
+        return
+    header = lines[0].split()
+    if "PID" not in header:
+        raise RuntimeFailure("couldn't find PID field in ps output")
+    column = header.index("PID")
+    print(lines[0])
+    wanted = set(pids)
+    for line in lines[1:]:
+        fields = line.split()
+        if len(fields) > column and fields[column].isdigit() and int(fields[column]) in wanted:
+            print(line)
+
+
+def _update(args, log):
+    if args.resources:
+        raw = sys.stdin.read() if args.resources == "-" else open(args.resources).read()
+        try:
+            resources = json.loads(raw)
+        except ValueError as err:
+            raise RuntimeFailure(f"invalid resources JSON: {err}") from None
+    else:
+        resources = _resources_from_flags(args)
+    _runtime(args, log).update(args.container_id, resources)
+
+
+def _resources_from_flags(args) -> dict:
+    def num(value):
+        return None if value is None else int(value)
+
+    memory = {"limit": num(args.memory), "reservation": num(args.memory_reservation),
+              "swap": num(args.memory_swap), "kernel": num(args.kernel_memory)}
+    cpu = {"shares": num(args.cpu_shares), "quota": num(args.cpu_quota),
+           "period": num(args.cpu_period), "realtimeRuntime": num(args.cpu_rt_runtime),
+           "realtimePeriod": num(args.cpu_rt_period), "cpus": args.cpuset_cpus,
+           "mems": args.cpuset_mems, "idle": num(args.cpu_idle)}
+    resources: dict = {}
+    for key, group in (("memory", memory), ("cpu", cpu)):
+        group = {k: v for k, v in group.items() if v is not None}
+        if group:
+            resources[key] = group
+    if args.pids_limit is not None:
+        resources["pids"] = {"limit": int(args.pids_limit)}
+    if args.blkio_weight is not None:
+        resources["blockIO"] = {"weight": int(args.blkio_weight)}
+    return resources
+
+
+def _events(args, log):
+    runtime = _runtime(args, log)
+    if args.stats:
+        print(json.dumps({"type": "stats", "id": args.container_id,
+                          "data": runtime.stats(args.container_id)}))
+        return
+    import time
+
+    interval = _duration(args.interval)
+    while True:
+        try:
+            data = runtime.stats(args.container_id)
+        except RuntimeFailure:
+            return
+        print(json.dumps({"type": "stats", "id": args.container_id, "data": data}), flush=True)
+        time.sleep(interval)
+
+
+def _duration(value: str) -> float:
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    for suffix in ("ms", "s", "m", "h"):
+        if value.endswith(suffix) and value[: -len(suffix)].replace(".", "", 1).isdigit():
+            return float(value[: -len(suffix)]) * units[suffix]
+    raise RuntimeFailure(f"invalid duration {value!r}")
+
+
+def _exec(args, log):
+    from .exec import exec_from_cli
+
+    return exec_from_cli(_runtime(args, log), args)
+
+
+def _run(args, log):
+    from .run import run_from_cli
+
+    return run_from_cli(_runtime(args, log), args)
+
+
+def _features(args, log):
+    from .features import features
+
+    print(json.dumps(features(), indent=4))
+
+
+def _spec(args, log):
+    from .spec import default_spec
+
+    path = os.path.join(args.bundle, "config.json")
+    if os.path.exists(path):
+        raise RuntimeFailure("File config.json exists. Remove it first.")
+    with open(path, "w") as f:
+        json.dump(default_spec(rootless=args.rootless), f, indent="\t")
+
+
+_COMMANDS = {
+    "create": _create, "start": _start, "state": _state, "kill": _kill, "delete": _delete,
+    "pause": _pause, "resume": _resume, "list": _list, "ps": _ps, "update": _update,
+    "events": _events, "exec": _exec, "run": _run, "features": _features, "spec": _spec,
+}
+
+if __name__ == "__main__":
+    sys.exit(main())

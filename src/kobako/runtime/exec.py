@@ -1,0 +1,195 @@
+"""`exec`: a new process inside a running container's namespaces and cgroup.
+
+As with `create`, forked non-dumpable children do the entering (stage 1 joins the
+namespaces, stage 2 is born into the pid namespace) and the final exec goes
+through the sealed stub; the runtime's own process never enters the container.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+from dataclasses import dataclass
+
+from kobako.linux import syscalls as sc
+
+from . import foreground
+from .container import Runtime, _reap, _write_atomic
+from .errors import BadState, ConfigError, RuntimeFailure
+from .init import ChildFailed, recv, run_child, send
+from .namespaces import JOIN_ORDER, NAMESPACES
+from .state import CREATED, PAUSED, RUNNING, ContainerState
+
+
+@dataclass
+class ExecContext:
+    process: dict
+    seccomp: dict | None
+    ns_paths: list[tuple[str, str]]
+    sock: socket.socket
+    stub_fd: int
+    console: socket.socket | None
+    preserve_fds: int
+
+
+def exec_from_cli(runtime: Runtime, args) -> int:
+    state, status = runtime.status(args.container_id)
+    process = _process_from_args(state, args)
+    return exec_process(
+        runtime, state, status, process, detach=args.detach, pid_file=args.pid_file,
+        console_socket=args.console_socket, preserve_fds=args.preserve_fds,
+        ignore_paused=args.ignore_paused,
+    )
+
+
+def _process_from_args(state: ContainerState, args) -> dict:
+    if args.process:
+        try:
+            with open(args.process) as f:
+                process = json.load(f)
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"cannot read process file {args.process}: {err}") from None
+        if not isinstance(process, dict) or not process.get("args"):
+            raise ConfigError("process file: args must not be empty")
+        return process
+    if not args.command:
+        raise ConfigError("exec: no command given")
+    base = state.config.get("process") or {}
+    process = {
+        "args": args.command,
+        "env": list(base.get("env") or []) + list(args.env),
+        "cwd": args.cwd or base.get("cwd") or "/",
+        "terminal": args.tty,
+        "user": dict(base.get("user") or {"uid": 0, "gid": 0}),
+        "capabilities": json.loads(json.dumps(base.get("capabilities") or {})),
+        "noNewPrivileges": base.get("noNewPrivileges", False) or args.no_new_privs,
+        "rlimits": base.get("rlimits") or [],
+    }
+    if args.user:
+        uid, _, gid = args.user.partition(":")
+        process["user"] = {"uid": int(uid), "gid": int(gid or 0)}
+    if args.additional_gids:
+        process["user"]["additionalGids"] = [int(g) for g in args.additional_gids]
+    for cap in args.cap:
+        for kind in ("bounding", "effective", "permitted"):
+            process["capabilities"].setdefault(kind, [])
+            if cap not in process["capabilities"][kind]:
+                process["capabilities"][kind].append(cap)
+    return process
+
+
+def exec_process(runtime: Runtime, state: ContainerState, status: str, process: dict, *,
+                 detach: bool, pid_file: str | None = None, console_socket: str | None = None,
+                 preserve_fds: int = 0, ignore_paused: bool = False) -> int:
+    if status == PAUSED and not ignore_paused:
+        raise BadState("cannot exec in a paused container")
+    if status not in (RUNNING, CREATED, PAUSED):
+        raise BadState(f"cannot exec in a {status} container")
+    terminal = bool(process.get("terminal"))
+    if terminal and detach and not console_socket:
+        raise ConfigError("cannot allocate tty if runtime will detach without setting console socket")
+    from .console import connect_console_socket, receive_master
+    from .process import sealed_stub
+
+    ours = console = None
+    if terminal:
+        if console_socket:
+            console = connect_console_socket(console_socket)
+        else:
+            ours, console = foreground.console_pair()
+    if not detach:
+        foreground.become_subreaper()
+    ns_paths = [
+        (kind, f"/proc/{state.pid}/ns/{NAMESPACES[kind][1]}")
+        for kind in sorted(state.namespaces, key=JOIN_ORDER.index)
+    ]
+    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    stub_fd = sealed_stub()
+    ctx = ExecContext(process=process, seccomp=(state.config.get("linux") or {}).get("seccomp"),
+                      ns_paths=ns_paths, sock=child, stub_fd=stub_fd, console=console,
+                      preserve_fds=preserve_fds)
+    try:
+        pid = os.fork()
+        if pid == 0:
+            parent.close()
+            run_child(_exec_stage1, child, ctx)
+        child.close()
+        try:
+            if state.cgroup_paths:
+                from kobako.linux import cgroups
+
+                cgroups.manager_for_paths(state.cgroup_paths).add(pid)
+            send(parent, "go")
+            exec_pid = recv(parent, "child")["pid"]
+        finally:
+            _reap(pid)
+        # The sync socket is close-on-exec: EOF means the exec happened, a message an error.
+        raw = parent.recv(1 << 20)
+        if raw:
+            _reap(exec_pid)
+            raise ChildFailed(json.loads(raw).get("message", "exec failed"))
+    finally:
+        parent.close()
+        os.close(stub_fd)
+        if console is not None:
+            console.close()
+    if pid_file:
+        _write_atomic(pid_file, str(exec_pid))
+    if detach:
+        return 0
+    master = None
+    if ours is not None:
+        master = receive_master(ours)
+        ours.close()
+    return foreground.wait_for(exec_pid, master)
+
+
+def _exec_stage1(ctx: ExecContext) -> None:
+    sys = sc.real()
+    sys.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
+    sys.prctl(sc.PR_SET_DUMPABLE, 0)
+    recv(ctx.sock, "go")
+    fds = []
+    try:
+        for kind, path in ctx.ns_paths:
+            fds.append((kind, os.open(path, os.O_RDONLY | os.O_CLOEXEC)))
+    except OSError as err:
+        raise RuntimeFailure(f"cannot open the container's namespaces: {err}") from err
+    for kind, fd in fds:
+        sys.setns(fd, NAMESPACES[kind][0])
+        os.close(fd)
+    pid = os.fork()
+    if pid:
+        send(ctx.sock, "child", pid=pid)
+        os._exit(0)
+    run_child(_exec_stage2, ctx.sock, ctx)
+
+
+def _exec_stage2(ctx: ExecContext) -> None:
+    from . import process as proc
+
+    sys = sc.real()
+    process = ctx.process
+    os.setsid()
+    if process.get("terminal"):
+        from . import console
+
+        master, slave = console.open_pty()
+        size = process.get("consoleSize")
+        if size:
+            console.set_size(master, size.get("height", 24), size.get("width", 80))
+        console.send_master(ctx.console, master, slave)
+        os.close(master)
+        ctx.console.close()
+        console.make_controlling_terminal(slave)
+    proc.set_rlimits(process.get("rlimits") or [])
+    user = process.get("user") or {}
+    env = proc.environment(process, proc.home_of(user.get("uid", 0)))
+    executable = proc.find_executable(process["args"][0], env)
+    proc.enter_cwd(process.get("cwd") or "/")
+    keep = {0, 1, 2, ctx.sock.fileno(), ctx.stub_fd}
+    keep.update(range(3, 3 + ctx.preserve_fds))
+    proc.close_fds_except(keep)
+    proc.finalize_and_exec(process, ctx.seccomp, ctx.stub_fd, sys, executable, env)

@@ -1,0 +1,216 @@
+"""The processes `create` forks: they enter the namespaces and become the container's init.
+
+    runtime (create) ──fork──► stage1: joins namespaces by path, unshares new ones
+                                  └──fork──► stage2 (the init; PID 1 in a new pid ns):
+                                             rootfs, pivot_root, console, sysctl, hostname,
+                                             rlimits; "ready"; blocks on exec.fifo until
+                                             `start`; caps, seccomp; exec via the stub
+
+stage1 exists because a new pid (or time) namespace applies only to children. The
+runtime and the stages talk over a SOCK_SEQPACKET socketpair, one JSON message a packet.
+Both stages are non-dumpable, so nothing in the container can open their
+/proc/<pid>/exe (the host's interpreter) or their fds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys as _sys
+import traceback
+from dataclasses import dataclass
+
+from kobako.linux import syscalls as sc
+
+from . import hooks
+from .errors import RuntimeFailure
+from .namespaces import NAMESPACES, NamespacePlan, write_time_offsets
+
+
+class ChildFailed(RuntimeFailure):
+    pass
+
+
+def send(sock: socket.socket, kind: str, **data) -> None:
+    sock.send(json.dumps({"type": kind, **data}).encode())
+
+
+def recv(sock: socket.socket, expect: str | None = None) -> dict:
+    raw = sock.recv(1 << 20)
+    if not raw:
+        raise ChildFailed("the other side of the sync socket went away")
+    msg = json.loads(raw)
+    if msg.get("type") == "error":
+        raise ChildFailed(msg.get("message", "unknown error"))
+    if expect and msg.get("type") != expect:
+        raise ChildFailed(f"sync: expected {expect!r}, got {msg.get('type')!r}")
+    return msg
+
+
+@dataclass
+class InitContext:
+    config: dict
+    rootfs: str
+    bundle: str
+    plan: NamespacePlan
+    sock: socket.socket
+    fifo_fd: int
+    stub_fd: int
+    cgroup_paths: dict
+    console: socket.socket | None = None
+    no_pivot: bool = False
+    no_new_keyring: bool = False
+    preserve_fds: int = 0
+    container_id: str = ""
+
+
+def run_child(body, sock: socket.socket, *args) -> None:
+    """Run a forked child's body; report any failure to the runtime; never return."""
+    code = 0
+    try:
+        body(*args)
+    except BaseException as err:  # noqa: BLE001 - a forked child must never unwind into the CLI
+        code = 1
+        if isinstance(err, (RuntimeFailure, sc.SyscallError)):
+            message = str(err)
+        elif isinstance(err, OSError):
+            message = f"{err} (at {_where(err)})"
+        else:
+            message = f"{type(err).__name__}: {err}\n{traceback.format_exc()}"
+        try:
+            send(sock, "error", message=message)
+        except OSError:
+            _sys.stderr.write(message + "\n")
+    finally:
+        os._exit(code)
+
+
+def _where(err: BaseException) -> str:
+    """file:line and function where an OSError was raised, for a useful one-line error."""
+    frame = traceback.extract_tb(err.__traceback__)[-1]
+    return f"{os.path.basename(frame.filename)}:{frame.lineno} {frame.line}"
+
+
+def stage1(ctx: InitContext) -> None:
+    sys = sc.real()
+    sys.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
+    sys.prctl(sc.PR_SET_DUMPABLE, 0)
+    recv(ctx.sock, "go")
+    for kind, fd in ctx.plan.open_join_fds():
+        sys.setns(fd, NAMESPACES[kind][0])
+        os.close(fd)
+    if "user" in ctx.plan.new:
+        sys.unshare(sc.CLONE_NEWUSER)
+        send(ctx.sock, "userns")
+        recv(ctx.sock, "mapped")
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+    flags = ctx.plan.unshare_flags()
+    if flags:
+        sys.unshare(flags)
+    offsets = (ctx.config.get("linux") or {}).get("timeOffsets")
+    if offsets:
+        write_time_offsets(offsets)
+    pid = os.fork()
+    if pid:
+        send(ctx.sock, "child", pid=pid)
+        os._exit(0)
+    run_child(stage2, ctx.sock, ctx)
+
+
+def stage2(ctx: InitContext) -> None:
+    from . import process as proc
+    from .rootfs import Rootfs
+
+    sys = sc.real()
+    config, linux = ctx.config, ctx.config.get("linux") or {}
+    spec_process = config.get("process") or {}
+    os.setsid()
+    state = recv(ctx.sock, "state")["state"]
+
+    if "oomScoreAdj" in spec_process:
+        _write("/proc/self/oom_score_adj", str(spec_process["oomScoreAdj"]), "oomScoreAdj")
+
+    if "mount" not in ctx.plan.new and "mount" not in ctx.plan.join:
+        raise RuntimeFailure("config.json must have a mount namespace (new or joined)")
+    rootfs = Rootfs(config, ctx.rootfs, ctx.bundle, sys, ctx.cgroup_paths,
+                    in_userns="user" in ctx.plan.new or "user" in ctx.plan.join,
+                    new_netns="network" in ctx.plan.new)
+    rootfs.prepare()
+    if hooks.has_hooks(config, "prestart", "createRuntime"):
+        send(ctx.sock, "hooks")
+        recv(ctx.sock, "hooks-done")
+    hooks.run_hooks(config, "createContainer", state)
+    rootfs.pivot(ctx.no_pivot)
+
+    if spec_process.get("terminal"):
+        _setup_console(ctx, rootfs)
+    for key, value in (linux.get("sysctl") or {}).items():
+        _write("/proc/sys/" + key.replace(".", "/"), str(value), f"sysctl {key}")
+    rootfs.finish()
+    _set_names(config, ctx.plan, sys)
+    if not ctx.no_new_keyring:
+        sys.join_session_keyring(f"_ses.{ctx.container_id}"[:255])
+    proc.set_rlimits(spec_process.get("rlimits") or [])
+
+    user = spec_process.get("user") or {}
+    env = proc.environment(spec_process, proc.home_of(user.get("uid", 0)))
+    args = spec_process.get("args") or []
+    if not args:
+        raise RuntimeFailure("process.args must not be empty")
+    executable = proc.find_executable(args[0], env)
+    proc.enter_cwd(spec_process.get("cwd") or "/")
+
+    keep = {0, 1, 2, ctx.sock.fileno(), ctx.fifo_fd, ctx.stub_fd}
+    keep.update(range(3, 3 + ctx.preserve_fds))
+    proc.close_fds_except(keep)
+    send(ctx.sock, "ready")
+    ctx.sock.close()
+
+    # Block until `start` opens the other end of exec.fifo.
+    fifo = os.open(f"/proc/self/fd/{ctx.fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
+    os.write(fifo, b"0")
+    os.close(fifo)
+    os.close(ctx.fifo_fd)
+    hooks.run_hooks(config, "startContainer", state)
+    proc.finalize_and_exec(spec_process, linux.get("seccomp"), ctx.stub_fd, sys, executable, env)
+
+
+def _setup_console(ctx: InitContext, rootfs) -> None:
+    from . import console
+
+    if ctx.console is None:
+        raise RuntimeFailure("process.terminal is set but no --console-socket was given")
+    master, slave = console.open_pty()
+    # /dev/console is the container's terminal, as in runc
+    fd = rootfs.root.make_file("/dev/console")
+    try:
+        sc.real().mount(slave, f"/proc/self/fd/{fd}", None, sc.MS_BIND, None)
+    finally:
+        os.close(fd)
+    size = (ctx.config.get("process") or {}).get("consoleSize")
+    if size:
+        console.set_size(master, size.get("height", 24), size.get("width", 80))
+    console.send_master(ctx.console, master, slave)
+    os.close(master)
+    ctx.console.close()
+    console.make_controlling_terminal(slave)
+
+
+def _set_names(config: dict, plan: NamespacePlan, sys: sc.Syscalls) -> None:
+    for key, setter in (("hostname", sys.sethostname), ("domainname", sys.setdomainname)):
+        value = config.get(key)
+        if value:
+            if "uts" not in plan.new:
+                raise RuntimeFailure(f"unable to set {key} without a private UTS namespace")
+            setter(value)
+
+
+def _write(path: str, value: str, what: str) -> None:
+    try:
+        with open(path, "w") as f:
+            f.write(value)
+    except OSError as err:
+        raise RuntimeFailure(f"{what}: write {value!r} to {path}: {err.strerror}") from err
