@@ -221,3 +221,27 @@ def test_hybrid_hugetlb_goes_to_the_unified_dir(mgr):
     proc = start_in(mgr, ["sleep", "60"])
     with open(mgr.paths[""] + "/cgroup.procs") as handle:
         assert str(proc.pid) in handle.read().split()
+
+
+def test_ebpf_device_filter_on_the_unified_hierarchy(mgr):
+    """The v2 device filter, attached for real (a hybrid host's unified dir works too)."""
+    from kobako.linux.cgroups import devices_bpf, ebpf
+    if "" not in mgr.paths:
+        pytest.skip("no unified hierarchy")
+    unified = mgr.paths[""]
+    rules = [{"allow": False, "access": "rwm"},
+             {"allow": True, "type": "c", "major": 1, "minor": 3, "access": "rwm"},
+             {"allow": True, "type": "c", "major": 1, "minor": 5, "access": "r"}]
+    devices_bpf.apply(unified, rules)
+    devices_bpf.apply(unified, rules)  # an update replaces the program, never stacks
+    fd = os.open(unified, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        assert len(ebpf.attached_ids(fd)) == 1
+    finally:
+        os.close(fd)
+    proc = start_in(mgr, ["sh", "-c", "head -c1 /dev/zero > /dev/null; echo zero_r=$?; "
+                          "echo x > /dev/zero; echo zero_w=$?; "
+                          "head -c1 /dev/urandom > /dev/null; echo urandom=$?"],
+                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    out, _ = proc.communicate(timeout=10)
+    assert out.decode().split() == ["zero_r=0", "zero_w=2", "urandom=1"]
