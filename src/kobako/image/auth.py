@@ -271,7 +271,9 @@ class Authenticator:
         self._clock = clock
         self._tokens: dict[tuple[str, str, str], _Token] = {}
         self._challenges: dict[str, Challenge] = {}
-        self._lock = asyncio.Lock()
+        # One lock per (event loop, token key): concurrent requests for one scope share
+        # a single token fetch; an Authenticator may outlive an event loop.
+        self._locks: dict[tuple[int, tuple[str, str, str]], asyncio.Lock] = {}
 
     @classmethod
     def from_config(cls, path: str | os.PathLike[str] | None = None) -> Authenticator:
@@ -318,7 +320,9 @@ class Authenticator:
             raise AuthError(f"unsupported authentication scheme {ch.scheme!r}", status=401)
         scope = " ".join(sorted(set(scopes)))
         key = (registry, ch.params.get("service", ""), scope)
-        async with self._lock:
+        lock_key = (id(asyncio.get_running_loop()), key)
+        lock = self._locks.setdefault(lock_key, asyncio.Lock())
+        async with lock:
             tok = self._tokens.get(key)
             if tok is None or force or tok.expires <= self._clock():
                 tok = await self._fetch_token(session, ch, scopes, creds)

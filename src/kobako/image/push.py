@@ -165,7 +165,7 @@ class _Pusher:
             if digest in self._done:
                 return
             size = self.store.size(digest)
-            if await self.client.blob_size(self.repo, digest) is not None:
+            if await self.client.blob_size(self.repo, digest, "pull,push") is not None:
                 self.existed.append(digest)
                 if not quiet:
                     self.report.status("Layer already exists", id=sid)

@@ -177,6 +177,13 @@ class RegistryClient:
                         host = urllib.parse.urlsplit(m).netloc
                         eps.append(Endpoint(m, normalize_registry(host), mirror=True))
                 eps.append(Endpoint(await self._pick_base(self.host), self.registry))
+                # Like docker, ping first: concurrent requests then share one challenge
+                # (and one token fetch) instead of each meeting a 401.
+                for ep in eps:
+                    try:
+                        await self._ping(ep)
+                    except (aiohttp.ClientError, TimeoutError) as e:
+                        log.debug("ping %s failed: %s", ep.base, e)
                 self._endpoints = eps
             return self._endpoints
 
@@ -194,11 +201,6 @@ class RegistryClient:
             log.debug("https to insecure registry %s failed (%s), using http", host, e)
             return f"http://{host}"
 
-    async def ping(self) -> None:
-        """GET /v2/ on the primary endpoint; learns the auth challenge."""
-        eps = await self.endpoints()
-        await self._ping(eps[-1])
-
     async def _ping(self, ep: Endpoint) -> None:
         async with self._send(ep, "GET", "/v2/", auth_header=None) as resp:
             await resp.read()
@@ -208,9 +210,6 @@ class RegistryClient:
     async def verify_login(self) -> None:
         """Check the credentials as `docker login` does: /v2/ with them must succeed."""
         ep = (await self.endpoints())[-1]
-        await self._ping(ep)
-        if self.auth.known_challenge(ep.auth_key) is None:
-            return  # the registry needs no auth: docker accepts the login too
         resp = await self.request("GET", "/v2/", scopes=[], endpoint=ep)
         async with resp:
             body = await resp.read()
@@ -284,7 +283,9 @@ class RegistryClient:
                 resp.release()
                 if not self.auth.remember_challenge(ep.auth_key, header):
                     raise AuthError("unauthorized: authentication required", status=401)
-                await self.auth.authorization(self.session, ep.auth_key, scopes, force=True)
+                if auth_header is not None:
+                    # Our token was refused (expired, or too narrow): get a fresh one.
+                    await self.auth.authorization(self.session, ep.auth_key, scopes, force=True)
                 authed_again = True
                 continue
             return resp
@@ -364,10 +365,16 @@ class RegistryClient:
 
     # -- blobs: reading --------------------------------------------------------------------
 
-    async def blob_size(self, repository: str, digest: str) -> int | None:
-        """HEAD a blob: its size if the registry has it in this repository, else None."""
+    async def blob_size(
+        self, repository: str, digest: str, actions: str = "pull"
+    ) -> int | None:
+        """HEAD a blob: its size if the registry has it in this repository, else None.
+
+        A push asks with actions "pull,push" so one token serves the whole push.
+        """
         resp = await self.request(
-            "HEAD", f"/v2/{repository}/blobs/{digest}", scopes=[repo_scope(repository)]
+            "HEAD", f"/v2/{repository}/blobs/{digest}",
+            scopes=[repo_scope(repository, actions)],
         )
         async with resp:
             if resp.status == 404:
