@@ -234,3 +234,52 @@ def test_accepts_time_and_cgroup_namespaces_and_seccomp():
 def test_namespace_list_is_the_spec_list():
     assert set(spec.NAMESPACE_TYPES) == {
         "pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time"}
+
+
+# --- runtime features (kobako.runtime.features) ------------------------------
+
+
+def test_features_shape():
+    from kobako.linux import capabilities
+    from kobako.runtime.features import features
+
+    f = features()
+    assert f["ociVersionMin"] == "1.0.0" and f["ociVersionMax"] == "1.2.0"
+    assert f["hooks"] == ["prestart", "createRuntime", "createContainer", "startContainer",
+                          "poststart", "poststop"]
+    linux = f["linux"]
+    assert "time" in linux["namespaces"] and "network" in linux["namespaces"]
+    assert linux["capabilities"][0] == "CAP_CHOWN"
+    assert linux["capabilities"] == sorted(capabilities.ALL_CAPS, key=capabilities.cap_number)
+    assert linux["cgroup"] == {"v1": True, "v2": True, "systemd": False, "systemdUser": False,
+                               "rdma": False}
+    sc = linux["seccomp"]
+    assert sc["enabled"] is True
+    assert "SCMP_ACT_NOTIFY" not in sc["actions"]  # not supported by kobako
+    assert "SCMP_ACT_ERRNO" in sc["actions"] and "SCMP_CMP_MASKED_EQ" in sc["operators"]
+    assert set(sc["supportedFlags"]) <= set(sc["knownFlags"])
+    assert linux["apparmor"] == {"enabled": False}
+    assert linux["mountExtensions"] == {"idmap": {"enabled": False}}
+    assert f["annotations"]["io.github.kobako.version"]
+    json.dumps(f)
+
+
+def test_features_agree_with_runc_on_this_machine():
+    if shutil.which("runc") is None:
+        pytest.skip("runc not installed")
+    from kobako.runtime.features import features
+
+    runc = json.loads(subprocess.run(["runc", "features"], capture_output=True, text=True,
+                                     check=True).stdout)
+    ours = features()
+    assert ours["hooks"] == runc["hooks"]
+    assert ours["mountOptions"] == runc["mountOptions"]
+    assert ours["linux"]["capabilities"] == runc["linux"]["capabilities"]
+    assert set(runc["linux"]["namespaces"]) <= set(ours["linux"]["namespaces"])
+    assert ours["linux"]["seccomp"]["operators"] == runc["linux"]["seccomp"]["operators"]
+    assert set(runc["linux"]["seccomp"]["archs"]) <= set(ours["linux"]["seccomp"]["archs"])
+    assert (set(runc["linux"]["seccomp"]["actions"]) - set(ours["linux"]["seccomp"]["actions"])
+            == {"SCMP_ACT_NOTIFY"})
+    runc_lib = runc["annotations"].get("io.github.seccomp.libseccomp.version")
+    if runc_lib:
+        assert ours["annotations"]["io.github.seccomp.libseccomp.version"] == runc_lib
