@@ -19,7 +19,7 @@ import os
 import socket
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import IO, Any
 from urllib.parse import urlparse
 
@@ -41,8 +41,8 @@ class ClientGone(Exception):
     """The HTTP client disconnected; raised inside the worker to abandon the operation."""
 
 
-def registry_auth(request: web.Request) -> dict[str, Any] | None:
-    """Decode X-Registry-Auth (base64url JSON, padding optional); None when absent/empty."""
+def registry_auth(request: web.Request) -> Any:
+    """X-Registry-Auth (base64url JSON, padding optional) as the library's Credentials."""
     raw = request.headers.get("X-Registry-Auth")
     if not raw:
         return None
@@ -53,23 +53,33 @@ def registry_auth(request: web.Request) -> dict[str, Any] | None:
         raise BadRequest(f"invalid X-Registry-Auth header: {exc}") from exc
     if not isinstance(data, dict):
         raise BadRequest("invalid X-Registry-Auth header: expected a JSON object")
-    return {k: v for k, v in data.items() if v} or None
+    username = data.get("username") or ""
+    password = data.get("password") or ""
+    token = data.get("identitytoken") or None
+    if not (username or password or token):
+        return None  # docker sends "{}" when it has nothing
+    from kobako.image.auth import Credentials
+
+    return Credentials(str(username), str(password), identity_token=token)
 
 
-async def _progress_call(request: web.Request, fn: Callable[..., Any],
+Starter = Callable[[Callable[[dict[str, Any]], None]], Awaitable[Any]]
+
+
+async def _progress_call(request: web.Request, start: Starter,
                          finish: Callable[[Any], list[dict[str, Any]]] | None = None,
-                         **kwargs: Any) -> web.StreamResponse:
-    """Run `fn(progress=..., **kwargs)` in a thread, streaming its progress messages."""
+                         ) -> web.StreamResponse:
+    """Run `start(progress)` (a coroutine, or a thread via to_thread), streaming progress."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     gone = threading.Event()
 
     def progress(message: dict[str, Any]) -> None:
         if gone.is_set():
-            raise ClientGone("client disconnected")
+            raise ClientGone("client disconnected")  # stops a worker thread
         loop.call_soon_threadsafe(queue.put_nowait, dict(message))
 
-    work = loop.run_in_executor(None, functools.partial(fn, progress=progress, **kwargs))
+    work = asyncio.ensure_future(start(progress))
     stream = JSONStream(request)
     try:
         while True:
@@ -80,7 +90,8 @@ async def _progress_call(request: web.Request, fn: Callable[..., Any],
                 request["stream_started"] = True
                 continue
             getter.cancel()
-            while not queue.empty():  # messages that raced the completion
+            await asyncio.sleep(0)  # let call_soon_threadsafe'd messages land
+            while not queue.empty():
                 await stream.send(queue.get_nowait())
                 request["stream_started"] = True
             break
@@ -89,13 +100,16 @@ async def _progress_call(request: web.Request, fn: Callable[..., Any],
         except Exception as exc:
             if not request.get("stream_started"):
                 raise  # nothing sent yet: answer with the proper status
+            log.info("streamed operation failed: %s", exc)
             await stream.send_error(message_for(exc))
             return await stream.finish()
         for message in (finish(result) if finish else []):
             await stream.send(message)
         return await stream.finish()
-    except (asyncio.CancelledError, ConnectionResetError):
-        gone.set()  # the worker stops at its next progress report
+    except BaseException:
+        gone.set()
+        if not work.done():
+            work.cancel()  # a client that went away cancels its pull/push
         raise
 
 
@@ -119,8 +133,9 @@ async def create(request: web.Request) -> web.StreamResponse:
     platform = str_param(request, "platform") or None
     if from_image:
         reference = _join_ref(from_image, tag or "latest")
-        result = await _progress_call(request, backend.pull, reference=reference,
-                                      platform=platform, auth=registry_auth(request))
+        auth = registry_auth(request)
+        result = await _progress_call(request, lambda progress: backend.pull(
+            reference, platform=platform, auth=auth, progress=progress))
         ctx(request).events.publish("image", "pull", reference, {"name": reference})
         return result
     if from_src:
@@ -200,13 +215,14 @@ async def _import(request: web.Request, src: str, tag: str | None,
     message = str_param(request, "message") or None
     body = await (_spool_body(request) if src == "-" else _spool_url(request, src))
     try:
+        ref = _join_ref(repo, tag or "latest") if repo else None
         image_id = await asyncio.to_thread(
-            backend.import_, body, repo=repo, tag=tag or None, changes=list(changes),
-            message=message, platform=platform)
+            functools.partial(backend.import_image, body, reference=ref,
+                              changes=list(changes), message=message or "",
+                              platform=platform))
     finally:
         body.close()
-    ref = _join_ref(repo, tag or "latest") if repo else image_id
-    ctx(request).events.publish("image", "import", image_id, {"name": ref})
+    ctx(request).events.publish("image", "import", image_id, {"name": ref or image_id})
     stream = JSONStream(request)
     await stream.send({"status": image_id})
     return await stream.finish()
@@ -217,7 +233,8 @@ async def push(request: web.Request) -> web.StreamResponse:
     name = request.match_info["name"]
     reference = _join_ref(name, str_param(request, "tag"))
     auth = registry_auth(request)
-    result = await _progress_call(request, backend.push, reference=reference, auth=auth)
+    result = await _progress_call(request, lambda progress: backend.push(
+        reference, auth=auth, progress=progress))
     ctx(request).events.publish("image", "push", reference, {"name": reference})
     return result
 
@@ -237,8 +254,9 @@ async def tag(request: web.Request) -> web.Response:
 async def remove(request: web.Request) -> web.Response:
     backend = ctx(request).image_backend()
     name = request.match_info["name"]
-    result = await asyncio.to_thread(backend.remove, name, force=bool_param(request, "force"),
-                                     noprune=bool_param(request, "noprune"))
+    result = await asyncio.to_thread(functools.partial(
+        backend.remove, name, force=bool_param(request, "force"),
+        prune=not bool_param(request, "noprune")))
     for item in result:
         for action, ident in item.items():
             ctx(request).events.publish("image", action.lower(), ident, {"name": name})
@@ -247,9 +265,8 @@ async def remove(request: web.Request) -> web.Response:
 
 async def list_images(request: web.Request) -> web.Response:
     backend = ctx(request).image_backend()
-    result = await asyncio.to_thread(backend.list, all=bool_param(request, "all"),
-                                     filters=filters_param(request),
-                                     digests=bool_param(request, "digests"))
+    result = await asyncio.to_thread(functools.partial(
+        backend.list, filters_param(request), all=bool_param(request, "all")))
     return web.json_response(result)
 
 
@@ -353,24 +370,19 @@ async def load(request: web.Request) -> web.StreamResponse:
             return out
 
         if quiet:
-            loaded = await asyncio.to_thread(backend.load, body, progress=lambda m: None)
+            loaded = await asyncio.to_thread(backend.load, body, None)
             stream = JSONStream(request)
             for message in finish(loaded):
                 await stream.send(message)
             result: web.StreamResponse = await stream.finish()
         else:
-            result = await _progress_call(request, _positional_load(backend), finish=finish,
-                                          src=body)
+            result = await _progress_call(
+                request, lambda progress: asyncio.to_thread(backend.load, body, progress),
+                finish=finish)
     finally:
         body.close()
     ctx(request).events.publish("image", "load", "", {})
     return result
-
-
-def _positional_load(backend: Any) -> Callable[..., Any]:
-    def run(*, src: IO[bytes], progress: Callable[[dict[str, Any]], None]) -> Any:
-        return backend.load(src, progress=progress)
-    return run
 
 
 async def search(request: web.Request) -> web.Response:

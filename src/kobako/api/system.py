@@ -114,8 +114,7 @@ async def info(request: web.Request) -> web.Response:
     images = 0
     if c.images is not None:
         try:
-            images = len(await asyncio.to_thread(c.images.list, all=False, filters={},
-                                                 digests=False))
+            images = len(await asyncio.to_thread(c.images.list, {}, True))
         except Exception as exc:  # info must answer even when the image store is unwell
             c.warnings.append(f"listing images failed: {exc}")
     os_name, os_version = _os_release()
@@ -214,7 +213,7 @@ async def system_df(request: web.Request) -> web.Response:
     c = ctx(request)
     images: list[dict[str, Any]] = []
     if c.images is not None:
-        images = await asyncio.to_thread(c.images.list, all=False, filters={}, digests=False)
+        images = await asyncio.to_thread(c.images.list, {}, False)
     containers = await c.containers.list(all=True, limit=None, size=True, filters={})
     layers = sum(int(i.get("Size") or 0) for i in images)
     return web.json_response({"LayersSize": layers, "Images": images,

@@ -283,11 +283,14 @@ def make_image_service(cfg: DaemonConfig, db_path: Path, warnings: list[str]) ->
         warnings.append(f"image library unavailable: {exc}")
         log.warning("image library unavailable: %s", exc)
         return None
-    try:
-        return ImageService(cfg.data_root, db_path, insecure_registries=cfg.insecure_registries,
-                            registry_mirrors=cfg.registry_mirrors)
-    except TypeError:
-        return ImageService(cfg.data_root, db_path)
+    return ImageService(cfg.data_root, db_path,
+                        insecure_registries=cfg.insecure_registries)
+
+
+def _docker_driver_name(images: Any) -> str:
+    """Docker's names for what `docker info` shows: overlay2 or vfs."""
+    name = str(getattr(images, "driver", "overlay2") or "overlay2")
+    return "overlay2" if name.startswith("overlay") else name
 
 
 def make_container_service(cfg: DaemonConfig, events: Any, images: Any) -> Any:
@@ -383,7 +386,7 @@ def run(cfg: DaemonConfig) -> None:
             stack.callback(images.close)
         context = Context(config=cfg, containers=make_container_service(cfg, events, images),
                           images=images, events=events, daemon_id=daemon_id(cfg.data_root),
-                          storage_driver=getattr(images, "driver_name", "overlay2"),
+                          storage_driver=_docker_driver_name(images),
                           warnings=warnings)
         context.extra["state_db"] = conn
         asyncio.run(serve(cfg, listeners, context))
