@@ -149,3 +149,12 @@ def test_manager_for_paths_and_destroy(fake):
     assert not any(os.path.exists(p) for p in mgr.paths.values())
     mgr.destroy()  # idempotent; also drops the /kbt parents it created
     assert not os.path.exists(fake.mountpoints["memory"] + "/kbt")
+
+
+def test_create_fills_an_empty_cpuset_parent_made_by_someone_else(fake):
+    parent = fake.mountpoints["cpuset"] + "/kbt"
+    fake.mkdir(parent)  # exists already, with empty cpus/mems (clone_children off)
+    mgr = open_v1(fake)
+    mgr.create()
+    assert fake.read(parent + "/cpuset.cpus") == "0-3"
+    assert fake.read(mgr.paths["cpuset"] + "/cpuset.mems") == "0"

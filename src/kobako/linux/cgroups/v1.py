@@ -51,8 +51,7 @@ class V1Manager(CgroupManager):
             created = fs.make_dirs(directory)
             self._created.extend(created)
             if directory == self.paths.get("cpuset"):
-                for level in created:
-                    _inherit_cpuset(level)
+                _fill_cpusets(directory)
         unified = self.paths.get(UNIFIED)
         if unified is not None and "hugetlb" not in self.paths:
             _enable_unified_hugetlb(unified)
@@ -334,6 +333,18 @@ def _clock_ticks() -> int:
         return os.sysconf("SC_CLK_TCK")
     except (ValueError, OSError):
         return _ticks_per_second
+
+
+def _fill_cpusets(leaf: str) -> None:
+    """Every level down to `leaf` needs cpus and mems, including levels made by others."""
+    chain = [leaf]
+    while fs.exists(os.path.dirname(chain[-1]), "cpuset.cpus"):
+        parent = os.path.dirname(chain[-1])
+        if parent == chain[-1]:
+            break
+        chain.append(parent)
+    for level in reversed(chain[:-1]):  # the top one is the hierarchy root: always filled
+        _inherit_cpuset(level)
 
 
 def _inherit_cpuset(directory: str) -> None:
