@@ -331,14 +331,14 @@ class FaultProxy:
             await out.prepare(request)
             if request.method == "HEAD":
                 return out
-            cut = is_blob and f.drop_after is not None and f.drops != 0
-            if cut and f.drops > 0:
-                f.drops -= 1
             sent = 0
             async for chunk in up.content.iter_chunked(64 << 10):
                 if is_blob and f.corrupt and f.corrupt in request.path and sent == 0 and chunk:
                     chunk = bytes([chunk[0] ^ 0xFF]) + chunk[1:]
-                if cut and sent + len(chunk) > f.drop_after:
+                if (is_blob and f.drop_after is not None and f.drops != 0
+                        and sent + len(chunk) > f.drop_after):
+                    if f.drops > 0:
+                        f.drops -= 1
                     await out.write(chunk[: f.drop_after - sent])
                     assert request.transport is not None
                     request.transport.abort()  # the connection drops mid-body
