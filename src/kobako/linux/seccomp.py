@@ -22,7 +22,6 @@ seccomp section.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import logging
 import os
@@ -309,6 +308,8 @@ class _Version(ctypes.Structure):
 
 def libseccomp_version() -> str | None:
     """libseccomp's version ("2.5.4"), None without libseccomp."""
+    import ctypes.util  # lazy: it imports subprocess
+
     path = ctypes.util.find_library("seccomp")
     if path is None:
         return None
