@@ -112,3 +112,10 @@ def test_device_rules():
                                         ("1GB", "1GB"), ("64KB", "64KB")])
 def test_hugepage_size_names(size, name):
     assert convert.hugepage_size_name(size) == name
+
+
+def test_root_cgroup_path_is_refused():
+    with pytest.raises(CgroupError, match="root cgroup"):
+        paths.resolve("/", "x")
+    with pytest.raises(CgroupError, match="root cgroup"):
+        paths.resolve("/a/..", "x")

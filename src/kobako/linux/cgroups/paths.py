@@ -30,6 +30,9 @@ def resolve(cgroups_path: str | None, container_id: str, systemd: bool = False) 
     if not cgroups_path:
         return CgroupPath(f"{DEFAULT_PARENT}/{container_id}", relative=False)
     if cgroups_path.startswith("/"):
+        if posixpath.normpath(cgroups_path) == "/":
+            # the hierarchy root belongs to the host: never create, limit or remove it
+            raise CgroupError(f"cgroupsPath {cgroups_path!r} is the root cgroup")
         return CgroupPath(cgroups_path, relative=False)
     return CgroupPath(cgroups_path, relative=True)
 
