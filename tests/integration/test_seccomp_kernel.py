@@ -157,6 +157,10 @@ def test_docker_default_profile_blocks_privileged_calls(scratch):
     profile = seccomp_default.default_profile(DOCKER_DEFAULT_CAPS)
 
     def child():
+        # A private mount namespace first, so that a broken filter cannot leak the tmpfs.
+        sys = syscalls.real()
+        sys.unshare(syscalls.CLONE_NEWNS)
+        sys.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
         seccomp.load(profile)
         return {
             "unshare": raw("unshare", syscalls.CLONE_NEWUTS),
