@@ -119,3 +119,9 @@ def test_root_cgroup_path_is_refused():
         paths.resolve("/", "x")
     with pytest.raises(CgroupError, match="root cgroup"):
         paths.resolve("/a/..", "x")
+
+
+def test_fifo_rules_are_skipped_and_u_is_a_char_device():
+    assert convert.device_rule({"allow": True, "type": "p", "major": 0, "minor": 0}) is None
+    assert convert.device_rule({"allow": True, "type": "u", "major": 4, "minor": 1}) == (
+        True, "c 4:1 rwm")

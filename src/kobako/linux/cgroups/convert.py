@@ -55,9 +55,17 @@ def device_number(value: int | None) -> str:
     return "*" if value is None or value < 0 else str(value)
 
 
-def device_rule(rule: dict) -> tuple[bool, str]:
-    """An OCI linux.resources.devices entry -> (allow, "type major:minor access")."""
+def device_rule(rule: dict) -> tuple[bool, str] | None:
+    """An OCI linux.resources.devices entry -> (allow, "type major:minor access").
+
+    None for a fifo ("p"): the device cgroup never checks fifos. "u" (unbuffered
+    char device in linux.devices) is a char device.
+    """
     dev_type = rule.get("type") or "a"
+    if dev_type == "p":
+        return None
+    if dev_type == "u":
+        dev_type = "c"
     if dev_type not in ("a", "b", "c"):
         raise CgroupError(f"invalid device rule type {dev_type!r} in {rule}")
     access = rule.get("access") or "rwm"

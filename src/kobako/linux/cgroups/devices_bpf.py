@@ -32,7 +32,10 @@ def build(rules: list[dict]) -> bytes:
     program.load_u32(R4, R1, 4)
     program.load_u32(R5, R1, 8)
     for index, rule in enumerate(reversed(rules)):
-        allow, text = convert.device_rule(rule)  # validates type/access
+        converted = convert.device_rule(rule)  # validates type/access
+        if converted is None:
+            continue  # a fifo: not the device cgroup's business
+        allow, text = converted
         dev_type, numbers, access = text.split()
         major, minor = numbers.split(":")
         next_block = f"rule{index}"

@@ -90,7 +90,10 @@ class V1Manager(CgroupManager):
         # as runc: start from deny-all, then the rules in order
         fs.write(directory, "devices.deny", "a")
         for rule in rules:
-            allow, text = convert.device_rule(rule)
+            converted = convert.device_rule(rule)
+            if converted is None:
+                continue  # a fifo: not the device cgroup's business
+            allow, text = converted
             fs.write(directory, "devices.allow" if allow else "devices.deny", text)
 
     def _apply_memory(self, memory: dict) -> None:
