@@ -111,7 +111,7 @@ def _parser() -> argparse.ArgumentParser:
     exe.add_argument("--cgroup")
     exe.add_argument("--ignore-paused", action="store_true")
     exe.add_argument("container_id")
-    exe.add_argument("command", nargs=argparse.REMAINDER)
+    exe.add_argument("exec_args", metavar="command", nargs=argparse.REMAINDER)
 
     command("features", "show the runtime's features (JSON)")
     spec = command("spec", "write a default config.json")

@@ -140,9 +140,10 @@ class Runtime:
     def _spawn_init(self, state: ContainerState, state_dir: StateDir, plan: NamespacePlan,
                     mgr, console, no_pivot: bool, no_new_keyring: bool,
                     preserve_fds: int) -> None:
-        from .process import sealed_stub
+        from .process import preload, sealed_stub
 
         config = state.config
+        preload(config.get("process") or {}, (config.get("linux") or {}).get("seccomp"))
         stub_fd = sealed_stub()
         fifo_fd = os.open(state_dir.fifo, os.O_PATH | os.O_CLOEXEC)
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)

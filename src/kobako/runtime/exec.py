@@ -54,11 +54,11 @@ def _process_from_args(state: ContainerState, args) -> dict:
         if not isinstance(process, dict) or not process.get("args"):
             raise ConfigError("process file: args must not be empty")
         return process
-    if not args.command:
+    if not args.exec_args:
         raise ConfigError("exec: no command given")
     base = state.config.get("process") or {}
     process = {
-        "args": args.command,
+        "args": args.exec_args,
         "env": list(base.get("env") or []) + list(args.env),
         "cwd": args.cwd or base.get("cwd") or "/",
         "terminal": args.tty,
@@ -91,7 +91,9 @@ def exec_process(runtime: Runtime, state: ContainerState, status: str, process: 
     if terminal and detach and not console_socket:
         raise ConfigError("cannot allocate tty if runtime will detach without setting console socket")
     from .console import connect_console_socket, receive_master
-    from .process import sealed_stub
+    from .process import preload, sealed_stub
+
+    preload(process, (state.config.get("linux") or {}).get("seccomp"))
 
     ours = console = None
     if terminal:

@@ -19,7 +19,6 @@ import os
 import signal
 import socket
 import sys as _sys
-import traceback
 from dataclasses import dataclass
 
 from kobako.linux import syscalls as sc
@@ -75,10 +74,8 @@ def run_child(body, sock: socket.socket, *args) -> None:
         code = 1
         if isinstance(err, (RuntimeFailure, sc.SyscallError)):
             message = str(err)
-        elif isinstance(err, OSError):
-            message = f"{err} (at {_where(err)})"
         else:
-            message = f"{type(err).__name__}: {err}\n{traceback.format_exc()}"
+            message = f"{type(err).__name__}: {err} (at {_where(err)})"
         try:
             send(sock, "error", message=message)
         except OSError:
@@ -88,9 +85,14 @@ def run_child(body, sock: socket.socket, *args) -> None:
 
 
 def _where(err: BaseException) -> str:
-    """file:line and function where an OSError was raised, for a useful one-line error."""
-    frame = traceback.extract_tb(err.__traceback__)[-1]
-    return f"{os.path.basename(frame.filename)}:{frame.lineno} {frame.line}"
+    """file:line where an unexpected error was raised (no traceback module: after pivot_root
+    nothing more can be imported)."""
+    tb = err.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return "?"
+    return f"{os.path.basename(tb.tb_frame.f_code.co_filename)}:{tb.tb_lineno}"
 
 
 def stage1(ctx: InitContext) -> None:

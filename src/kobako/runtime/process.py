@@ -26,6 +26,21 @@ class ExecFailed(RuntimeFailure):
     pass
 
 
+def preload(process: dict, seccomp_cfg: dict | None) -> None:
+    """Import now what the child needs after it enters the container: from then on the
+    host's files (our modules among them) are out of its sight."""
+    from kobako.linux import capabilities  # noqa: F401
+
+    if seccomp_cfg:
+        from kobako.linux import seccomp
+
+        seccomp._import()
+    if process.get("terminal"):
+        from . import console  # noqa: F401
+    if process.get("rlimits"):
+        import resource  # noqa: F401
+
+
 def sealed_stub() -> int:
     """A memfd holding the exec stub, sealed against every write."""
     with open(STUB_PATH, "rb") as f:
