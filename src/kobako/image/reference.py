@@ -181,7 +181,10 @@ def parse(text: str, *, default_tag: bool = True) -> Reference:
         raise InvalidReference(f"{INVALID_FORMAT}: invalid checksum digest format")
     nm = _ANCHORED_NAME_RE.match(name)
     assert nm is not None  # the reference regexp already matched the name
-    registry, repository = nm.group(1) or DEFAULT_DOMAIN, nm.group(2)
+    registry, repository = nm.group(1), nm.group(2)
+    if registry != domain:
+        # "a_b.c/x": split as a host, but not a valid one (Go would give an empty domain).
+        raise InvalidReference(f"{INVALID_FORMAT}: invalid registry host {domain!r}")
     if tag is None and digest is None and default_tag:
         tag = DEFAULT_TAG
     return Reference(registry, repository, tag, digest)
