@@ -34,7 +34,7 @@ def preload(process: dict, seccomp_cfg: dict | None) -> None:
     if seccomp_cfg:
         from kobako.linux import seccomp
 
-        seccomp._import()
+        seccomp.available()  # imports pyseccomp and loads libseccomp
     if process.get("terminal"):
         from . import console  # noqa: F401
     if process.get("rlimits"):
