@@ -22,7 +22,10 @@ import tempfile
 from kobako.image.errors import ImageError, NotFound
 
 BUSYBOX_CHANGES = ['CMD ["sh"]']
-DEBIAN_CHANGES = ['CMD ["bash"]', "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
+DEBIAN_CHANGES = [
+    'CMD ["bash"]',
+    "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+]
 
 _DIRS = {
     "bin": 0o755, "dev": 0o755, "etc": 0o755, "home": 0o755, "proc": 0o755, "root": 0o700,
@@ -163,5 +166,16 @@ def bootstrap_debian(
         if proc.returncode != 0:
             raise ImageError(f"tar of the debian rootfs failed: {proc.stderr.strip()}")
     finally:
-        shutil.rmtree(target, ignore_errors=False)
+        _unmount_under(target)  # debootstrap mounts /proc and /sys inside; never rm through them
+        shutil.rmtree(target)
     return out_path
+
+
+def _unmount_under(root: str) -> None:
+    from kobako.image.snapshots import unmount
+
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4] for line in f]
+    for point in sorted((p for p in points if p == root or p.startswith(root + "/")),
+                        key=len, reverse=True):
+        unmount(point)
