@@ -314,3 +314,31 @@ def test_progress_bar_like_dockerd() -> None:
     assert progress_bar(1_000_000, 2_000_000) == "[" + "=" * 25 + ">" + " " * 25 + "]      1MB/2MB"
     assert progress_bar(2_000_000, 2_000_000) == "[" + "=" * 50 + ">]      2MB/2MB"
     assert progress_bar(0, 0) == ""
+
+
+def test_docker_hub_mirror_serves_reads() -> None:
+    """Reads for docker.io go to the mirror first; the real hub is never contacted."""
+    fake = Fake()
+    seen: list[str] = []
+
+    async def v2(request):
+        seen.append(request.path)
+        return web.json_response({})
+
+    async def manifest(request):
+        seen.append(request.path)
+        return web.Response(body=b'{"schemaVersion":2}',
+                            content_type="application/vnd.oci.image.index.v1+json")
+
+    fake.app.router.add_get("/v2/", v2)
+    fake.app.router.add_get("/v2/library/busybox/manifests/{ref}", manifest)
+
+    async def body(host, server):
+        async with RegistryClient("docker.io", mirrors=[f"http://{host}"]) as c:
+            m = await c.get_manifest("library/busybox", "latest")
+            assert m.media_type == "application/vnd.oci.image.index.v1+json"
+            eps = await c.endpoints()
+            assert [e.base for e in eps] == [f"http://{host}", "https://registry-1.docker.io"]
+            assert eps[-1].base not in c._pinged
+    _run(fake, body)
+    assert seen == ["/v2/", "/v2/library/busybox/manifests/latest"]

@@ -135,6 +135,8 @@ class RegistryClient:
         )
         self._endpoints: list[Endpoint] | None = None
         self._ready_lock = asyncio.Lock()
+        self._pinged: set[str] = set()
+        self._ping_locks: dict[str, asyncio.Lock] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -177,15 +179,25 @@ class RegistryClient:
                         host = urllib.parse.urlsplit(m).netloc
                         eps.append(Endpoint(m, normalize_registry(host), mirror=True))
                 eps.append(Endpoint(await self._pick_base(self.host), self.registry))
-                # Like docker, ping first: concurrent requests then share one challenge
-                # (and one token fetch) instead of each meeting a 401.
-                for ep in eps:
-                    try:
-                        await self._ping(ep)
-                    except (aiohttp.ClientError, TimeoutError) as e:
-                        log.debug("ping %s failed: %s", ep.base, e)
                 self._endpoints = eps
             return self._endpoints
+
+    async def _ensure_pinged(self, ep: Endpoint) -> None:
+        """Like docker, GET /v2/ before the first real request to an endpoint: concurrent
+        requests then share one challenge (and one token fetch) instead of each meeting
+        a 401. Endpoints never used (a registry behind a working mirror) are never pinged.
+        """
+        if ep.base in self._pinged:
+            return
+        lock = self._ping_locks.setdefault(ep.base, asyncio.Lock())
+        async with lock:
+            if ep.base in self._pinged:
+                return
+            try:
+                await self._ping(ep)
+            except (aiohttp.ClientError, TimeoutError) as e:
+                log.debug("ping %s failed: %s", ep.base, e)  # the request will say why
+            self._pinged.add(ep.base)
 
     async def _pick_base(self, host: str) -> str:
         if is_loopback(host):
@@ -260,6 +272,7 @@ class RegistryClient:
     ) -> aiohttp.ClientResponse:
         """Send a request (auth, bounded retries); the caller must release the response."""
         ep = endpoint or (await self.endpoints())[-1]
+        await self._ensure_pinged(ep)
         attempt = 0
         authed_again = False
         while True:
