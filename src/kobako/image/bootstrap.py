@@ -87,7 +87,7 @@ def bootstrap_busybox(busybox: str | None = None) -> bytes:
         with open(busybox, "rb") as f:
             add("bin/busybox", tarfile.REGTYPE, 0o755, f.read())
         for applet in applets:
-            if applet in ("bin/busybox", "") or "/" not in applet:
+            if applet in ("bin/busybox", ""):
                 continue
             add(applet, tarfile.SYMTYPE, 0o777, link="/bin/busybox")
         add("etc/passwd", tarfile.REGTYPE, 0o644, _PASSWD.encode())
