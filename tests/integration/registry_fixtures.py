@@ -278,6 +278,8 @@ class Faults:
     corrupt: str | None = None  # flip one byte in the body of this blob digest
     ranges: list[str] = field(default_factory=list)  # Range headers of blob GETs
     blob_gets: int = 0
+    inflight: int = 0  # blob GETs being answered right now
+    max_inflight: int = 0
 
 
 class FaultProxy:
@@ -318,6 +320,18 @@ class FaultProxy:
         if is_blob:
             f.blob_gets += 1
             f.ranges.append(request.headers.get("Range", ""))
+            f.inflight += 1
+            f.max_inflight = max(f.max_inflight, f.inflight)
+        try:
+            return await self._forward(request, headers, body, is_blob)
+        finally:
+            if is_blob:
+                f.inflight -= 1
+
+    async def _forward(self, request: web.Request, headers: dict[str, str], body: bytes,
+                       is_blob: bool) -> web.StreamResponse:
+        assert self._session is not None
+        f = self.faults
         async with self._session.request(
             request.method, f"http://{self.upstream}{request.path_qs}", headers=headers,
             data=body or None, allow_redirects=False,

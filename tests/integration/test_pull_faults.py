@@ -119,3 +119,19 @@ def test_sigkill_during_pull_then_next_process_completes(
     assert any(r.startswith("bytes=") and int(r[6:].rstrip("-")) > 0 for r in layer_ranges), \
         layer_ranges
     assert list(dst.ingest.iterdir()) == []
+
+
+def test_downloads_are_concurrent_and_bounded(
+    registry: Registry, proxy: FaultProxy, tmp_path: pathlib.Path
+) -> None:
+    src = ContentStore(tmp_path / "src")
+    img = put_image(src, [random_layer(300_000) for _ in range(6)])
+    asyncio.run(push(src, f"{registry.host}/kobako-test/conc:1", img.manifest_digest))
+    proxy.faults = Faults(rate=3 << 20)  # ~0.1 s per layer: downloads overlap
+    dst = ContentStore(tmp_path / "dst")
+    msgs: list[dict] = []
+    asyncio.run(pull(dst, f"{proxy.host}/kobako-test/conc:1", max_concurrent=2,
+                     progress=msgs.append))
+    assert proxy.faults.max_inflight == 2
+    assert [m["status"] for m in msgs].count("Waiting") == 4
+    assert all(dst.has(d) for d in img.layers)
