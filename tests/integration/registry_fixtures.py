@@ -278,6 +278,7 @@ class Faults:
     corrupt: str | None = None  # flip one byte in the body of this blob digest
     ranges: list[str] = field(default_factory=list)  # Range headers of blob GETs
     blob_gets: int = 0
+    drop_patches: int = 0  # cut this many upload PATCHes before they reach the registry
     inflight: int = 0  # blob GETs being answered right now
     max_inflight: int = 0
 
@@ -317,6 +318,11 @@ class FaultProxy:
         body = await request.read()
         is_blob = request.method == "GET" and "/blobs/sha256:" in request.path
         f = self.faults
+        if request.method == "PATCH" and f.drop_patches > 0:
+            f.drop_patches -= 1
+            assert request.transport is not None
+            request.transport.abort()
+            return web.Response(status=500)
         if is_blob:
             f.blob_gets += 1
             f.ranges.append(request.headers.get("Range", ""))

@@ -214,3 +214,19 @@ def test_pull_by_wrong_digest_rejected(registry: Registry, tmp_path: pathlib.Pat
     with pytest.raises(DigestMismatch):
         asyncio.run(pull(dst, f"{repo}@{wrong}", client_factory=lambda r: Lying(r)))
     assert list(dst.digests()) == []
+
+
+def test_chunked_upload_survives_dropped_patch(registry: Registry, tmp_path: pathlib.Path) -> None:
+    src, dst = _stores(tmp_path)
+    img = put_image(src, [random_layer(2_500_000)])
+    proxy = FaultProxy(registry.host, Faults(drop_patches=2)).start()
+    try:
+        ref = f"{proxy.host}/kobako-test/chunkdrop:1"
+        res = asyncio.run(push(src, ref, img.manifest_digest, monolithic_max=1000,
+                               chunk_size=1 << 20))
+        assert proxy.faults.drop_patches == 0  # both drops happened
+    finally:
+        proxy.stop()
+    assert img.layers[0] in res.uploaded
+    result = asyncio.run(pull(dst, f"{registry.host}/kobako-test/chunkdrop:1"))
+    assert dst.read(result.layers[0]["digest"]) == src.read(img.layers[0])

@@ -513,7 +513,9 @@ class RegistryClient:
                 if failures > self.retries:
                     raise
                 await self._sleep(self.backoff * (2 ** (failures - 1)))
-                location, offset = await self._upload_status(location, scopes)
+                location, reported = await self._upload_status(location, scopes)
+                # distribution says "0-0" both for 0 and 1 byte: trust what it confirmed.
+                offset = offset if reported == 1 and offset <= 1 else reported
                 continue
             async with resp:
                 body = await resp.read()
