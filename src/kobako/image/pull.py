@@ -151,9 +151,10 @@ async def pull(
     backoff: float = 0.5,
     final_status: bool = True,
 ) -> PullResult:
-    """Pull `ref` into `store`. `on_layer(descriptor)` is awaited for every layer, in
-    the order they become available (already present ones first), once its blob is
-    committed; "Pull complete" is reported when it returns.
+    """Pull `ref` into `store`. `on_layer(descriptor)` is awaited once per distinct
+    layer as soon as its blob is in the store (at once for blobs already there, while
+    the others download; calls run concurrently); "Pull complete" is reported when it
+    returns for a downloaded layer.
     """
     if isinstance(ref, str):
         ref = parse(ref)
@@ -276,10 +277,10 @@ class _Puller:
             self.report.status("Pulling fs layer", id=short_id(layer["digest"]))
         for layer in missing[self.max_concurrent:]:
             self.report.status("Waiting", id=short_id(layer["digest"]))
-        for layer in present:
-            if self.on_layer is not None:
-                await self.on_layer(layer)
+        # Downloads start at once; present layers go to on_layer alongside them.
         tasks = [asyncio.create_task(self._layer(layer)) for layer in missing]
+        if self.on_layer is not None:
+            tasks += [asyncio.create_task(self.on_layer(layer)) for layer in present]
         if not tasks:
             return
         done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
