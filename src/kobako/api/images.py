@@ -362,23 +362,17 @@ async def load(request: web.Request) -> web.StreamResponse:
     quiet = bool_param(request, "quiet")
     body = await _spool_body(request)
     try:
-        def finish(loaded: list[str]) -> list[dict[str, Any]]:
-            out = []
-            for ref in loaded:
-                what = "image ID" if ref.startswith("sha256:") else "image"
-                out.append({"stream": f"Loaded {what}: {ref}\n"})
-            return out
-
+        # The library returns docker's "Loaded image: ..." lines, and also streams them
+        # through `progress` when it has one.
         if quiet:
             loaded = await asyncio.to_thread(backend.load, body, None)
             stream = JSONStream(request)
-            for message in finish(loaded):
-                await stream.send(message)
+            for line in loaded:
+                await stream.send({"stream": line + "\n"})
             result: web.StreamResponse = await stream.finish()
         else:
             result = await _progress_call(
-                request, lambda progress: asyncio.to_thread(backend.load, body, progress),
-                finish=finish)
+                request, lambda progress: asyncio.to_thread(backend.load, body, progress))
     finally:
         body.close()
     ctx(request).events.publish("image", "load", "", {})

@@ -38,7 +38,7 @@ def _vtuple(v: str) -> tuple[int, int]:
 
 class _UnixHTTPConnection(http.client.HTTPConnection):
     def __init__(self, path: str, timeout: float | None):
-        super().__init__("localhost", timeout=timeout)
+        super().__init__("localhost", timeout=timeout, blocksize=256 * 1024)
         self._path = path
 
     def connect(self) -> None:

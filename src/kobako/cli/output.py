@@ -1,0 +1,126 @@
+"""Docker's output conventions: tabwriter tables, human sizes and durations, --format."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, TextIO
+
+# docker's formatter: tabwriter.NewWriter(out, minwidth=10, tabwidth=1, padding=3, ' ', 0)
+_MINWIDTH, _PADDING = 10, 3
+
+
+def table(rows: Sequence[Sequence[str]], out: TextIO | None = None) -> None:
+    """Print rows (the first is the header) laid out as Go's tabwriter lays docker's out."""
+    out = out or sys.stdout
+    if not rows:
+        return
+    ncols = max(len(r) for r in rows)
+    widths = [0] * ncols
+    for r in rows:
+        for i, cell in enumerate(r[:-1]):  # the last cell of a line is not in a column
+            widths[i] = max(widths[i], max(len(cell) + _PADDING, _MINWIDTH))
+    for r in rows:
+        cells = [c.ljust(widths[i]) for i, c in enumerate(r[:-1])] + [r[-1]]
+        out.write("".join(cells).rstrip() + "\n")
+
+
+def human_size(size: float) -> str:
+    """units.HumanSizeWithPrecision(size, 3): decimal units, 3 significant digits."""
+    units = ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"]
+    i = 0
+    while size >= 1000 and i < len(units) - 1:
+        size /= 1000.0
+        i += 1
+    return f"{size:.3g}{units[i]}"
+
+
+def human_duration(seconds: float) -> str:
+    """units.HumanDuration."""
+    if seconds < 1:
+        return "Less than a second"
+    if int(seconds) == 1:
+        return "1 second"
+    if seconds < 60:
+        return f"{int(seconds)} seconds"
+    minutes = int(seconds / 60)
+    if minutes == 1:
+        return "About a minute"
+    if minutes < 60:
+        return f"{minutes} minutes"
+    hours = int(seconds / 3600 + 0.5)
+    if hours == 1:
+        return "About an hour"
+    if hours < 48:
+        return f"{hours} hours"
+    if hours < 24 * 7 * 2:
+        return f"{hours // 24} days"
+    if hours < 24 * 30 * 2:
+        return f"{hours // 24 // 7} weeks"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24 // 30} months"
+    return f"{int(seconds / 3600 / 24 / 365)} years"
+
+
+def since(timestamp: float | None, now: float | None = None) -> str:
+    if not timestamp:
+        return "N/A"
+    now = time.time() if now is None else now
+    return human_duration(max(0.0, now - timestamp)) + " ago"
+
+
+def parse_time(value: Any) -> float | None:
+    """Unix seconds or an RFC 3339 string (with nanoseconds) to unix seconds."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    text = str(value)
+    if text.startswith("0001-01-01"):
+        return None
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    if "." in text:  # Python accepts at most microseconds
+        head, rest = text.split(".", 1)
+        frac = "".join(ch for ch in rest if ch.isdigit())
+        tz = rest[len(frac):]
+        text = f"{head}.{frac[:6]}{tz}"
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return None
+
+
+def short_id(ident: str) -> str:
+    return ident.split(":", 1)[-1][:12]
+
+
+def render_rows(fmt: str | None, default_table: str, items: Iterable[Mapping[str, Any]],
+                headers: Mapping[str, str], out: TextIO | None = None) -> None:
+    """docker's --format: `table ...` templates, plain per-line templates, or `json`."""
+    from kobako.cli.gotemplate import Template
+
+    out = out or sys.stdout
+    items = list(items)
+    fmt = fmt or default_table
+    if fmt == "json":
+        for item in items:
+            out.write(json.dumps(dict(item), separators=(",", ":")) + "\n")
+        return
+    if fmt.startswith("table"):
+        body = fmt[len("table"):].strip() or default_table[len("table"):].strip()
+        body = body.replace("\\t", "\t")
+        head_tmpl = Template(body)
+        header_line = head_tmpl.render({k: v for k, v in headers.items()})
+        rows = [header_line.split("\t")]
+        tmpl = Template(body)
+        for item in items:
+            rows.append(tmpl.render(item).split("\t"))
+        table(rows, out)
+        return
+    tmpl = Template(fmt.replace("\\t", "\t").replace("\\n", "\n"))
+    for item in items:
+        out.write(tmpl.render(item) + "\n")
