@@ -121,6 +121,9 @@ class Runtime:
             mgr.apply(_with_default_device_rules(linux))
             state.cgroup_paths = mgr.paths
             os.mkfifo(state_dir.fifo, 0o622)
+            # the init opens it for writing as the container's root (runc chowns it too)
+            os.chmod(state_dir.fifo, 0o622)
+            os.chown(state_dir.fifo, *_host_root_ids(linux, plan))
             if terminal and console is None:
                 from .console import connect_console_socket
 
@@ -367,6 +370,21 @@ def _with_default_device_rules(linux: dict) -> dict:
                       "major": device.get("major"), "minor": device.get("minor")})
     resources["devices"] = rules + _DEFAULT_DEVICE_RULES
     return resources
+
+
+def _host_root_ids(linux: dict, plan: NamespacePlan) -> tuple[int, int]:
+    """The host uid and gid of the container's root (0, 0 without a new user namespace)."""
+    if "user" not in plan.new:
+        return 0, 0
+    ids = []
+    for key in ("uidMappings", "gidMappings"):
+        for m in linux.get(key) or []:
+            if m["containerID"] <= 0 < m["containerID"] + m["size"]:
+                ids.append(m["hostID"] - m["containerID"])
+                break
+        else:
+            raise ConfigError(f"{key} must map the container's root (id 0)")
+    return ids[0], ids[1]
 
 
 def _await_fifo(fd: int, state: ContainerState) -> bool:
