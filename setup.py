@@ -1,6 +1,7 @@
 """Builds the one compiled piece of kobako: the static exec stub (see runtime/stub.c)."""
 
 import os
+import platform
 import shutil
 import subprocess
 
@@ -15,9 +16,12 @@ def compile_stub(output: str) -> None:
     if not compiler:
         raise SystemExit("kobako: a C compiler (Debian package gcc) is needed to build kobako-stub")
     os.makedirs(os.path.dirname(output), exist_ok=True)
-    subprocess.check_call(
-        [compiler, "-static", "-Os", "-s", "-Wall", "-o", output, STUB_SOURCE]
-    )
+    flags = ["-static", "-Os", "-s", "-Wall"]
+    if platform.machine() in ("x86_64", "aarch64"):
+        # stub.c carries its own _start and syscalls there: no libc, a few hundred bytes
+        flags += ["-nostdlib", "-ffreestanding", "-fno-stack-protector", "-fno-builtin",
+                  "-Wl,--build-id=none"]
+    subprocess.check_call([compiler, *flags, "-o", output, STUB_SOURCE])
 
 
 class BuildPyWithStub(build_py):

@@ -15,12 +15,13 @@ apply time, like runc; names nobody knows are an error (`cap_number`).
 from __future__ import annotations
 
 import errno
-import logging
-from typing import Any
 
 from kobako.linux import syscalls as _syscalls
 
-log = logging.getLogger(__name__)
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 
 # Every capability name the kernel has defined so far, by number (linux/capability.h).
 KNOWN_CAPS: dict[str, int] = {
@@ -60,9 +61,8 @@ def last_cap() -> int:
     try:
         with open("/proc/sys/kernel/cap_last_cap") as f:
             return int(f.read().strip())
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError):
         # Without /proc (unusual), assume the kernel knows what we know.
-        log.debug("cannot read cap_last_cap (%s); assuming %d", e, max(KNOWN_CAPS.values()))
         return max(KNOWN_CAPS.values())
 
 
@@ -122,14 +122,15 @@ def apply_bounding(names: list[str], sys: Any = None) -> None:
                 raise
 
 
-def apply(caps: dict[str, list[str]] | None, sys: Any = None) -> None:
+def apply(caps: dict[str, list[str]] | None, sys: Any = None) -> list[str]:
     """Install OCI process.capabilities (minus bounding) into this process.
 
     capset() sets effective/permitted/inheritable; then the ambient set is
     cleared and each ambient cap raised. A missing key means an empty set. The
     kernel only lets a cap into the ambient set if it is both permitted and
-    inheritable; like runc, such a cap is skipped with a warning.
+    inheritable; like runc, such a cap is skipped: the skipped names are returned.
     """
+    skipped_ambient: list[str] = []
     sys = _sys(sys)
     caps = caps or {}
     for key in caps:
@@ -151,7 +152,8 @@ def apply(caps: dict[str, list[str]] | None, sys: Any = None) -> None:
         except _syscalls.SyscallError as e:
             if e.errno not in (errno.EINVAL, errno.EPERM):
                 raise
-            log.debug("cannot raise ambient capability %s: not permitted and inheritable", name)
+            skipped_ambient.append(name)
+    return skipped_ambient
 
 
 def parse_status(text: str) -> dict[str, list[str]]:

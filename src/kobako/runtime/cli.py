@@ -21,9 +21,30 @@ from .errors import RuntimeFailure
 from .log import RuntimeLog
 from .state import DEFAULT_ROOT, OCI_VERSION
 
+_GLOBALS_WITH_VALUE = {"--root", "--log", "--log-format", "--rootless", "--criu"}
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="kobako-runtime", description="a runc-compatible OCI runtime")
+
+def _command_of(argv: list[str]) -> str | None:
+    """The subcommand, found without building every subcommand's parser (start-up time)."""
+    args = iter(argv)
+    for arg in args:
+        if arg in _GLOBALS_WITH_VALUE:
+            next(args, None)
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
+class _Formatter(argparse.HelpFormatter):
+    """A fixed width: argparse would otherwise import shutil to ask the terminal, per flag."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, width=100)
+
+
+def _parser(only: str | None = None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kobako-runtime", description="a runc-compatible OCI runtime",
+                                formatter_class=_Formatter)
     p.add_argument("--root", default=DEFAULT_ROOT, help="state directory (default %(default)s)")
     p.add_argument("--log", default=None, help="log file (default: stderr only)")
     p.add_argument("--log-format", default="text", choices=["text", "json"])
@@ -34,90 +55,121 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--criu", default="criu", help="accepted for runc compatibility")
     p.add_argument("-v", "--version", action="store_true", help="print the version")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    names = [only] if only in _SUBCOMMANDS else list(_SUBCOMMANDS)
+    for name in names:
+        help_text, define = _SUBCOMMANDS[name]
+        define(sub.add_parser(name, help=help_text, description=help_text,
+                              formatter_class=_Formatter))
+    return p
 
-    def command(name: str, help: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=help, description=help)
 
-    def create_flags(c: argparse.ArgumentParser) -> None:
-        c.add_argument("-b", "--bundle", default=".")
-        c.add_argument("--console-socket")
-        c.add_argument("--pid-file")
-        c.add_argument("--no-pivot", action="store_true")
-        c.add_argument("--no-new-keyring", action="store_true")
-        c.add_argument("--preserve-fds", type=int, default=0)
-        c.add_argument("--pidfd-socket", help="not supported")
-        c.add_argument("container_id")
+def _create_flags(c: argparse.ArgumentParser) -> None:
+    c.add_argument("-b", "--bundle", default=".")
+    c.add_argument("--console-socket")
+    c.add_argument("--pid-file")
+    c.add_argument("--no-pivot", action="store_true")
+    c.add_argument("--no-new-keyring", action="store_true")
+    c.add_argument("--preserve-fds", type=int, default=0)
+    c.add_argument("--pidfd-socket", help="not supported")
+    c.add_argument("container_id")
 
-    create_flags(command("create", "create a container"))
-    run = command("run", "create and run a container")
-    create_flags(run)
-    run.add_argument("-d", "--detach", action="store_true")
-    run.add_argument("--keep", action="store_true", help="do not delete the container after exit")
 
-    command("start", "start a created container").add_argument("container_id")
-    command("state", "output the state of a container").add_argument("container_id")
+def _run_flags(c: argparse.ArgumentParser) -> None:
+    _create_flags(c)
+    c.add_argument("-d", "--detach", action="store_true")
+    c.add_argument("--keep", action="store_true", help="do not delete the container after exit")
 
-    kill = command("kill", "send a signal to the container's init (or all processes)")
-    kill.add_argument("-a", "--all", action="store_true")
-    kill.add_argument("container_id")
-    kill.add_argument("signal", nargs="?", default="SIGTERM")
 
-    delete = command("delete", "delete a container and everything it holds")
-    delete.add_argument("-f", "--force", action="store_true")
-    delete.add_argument("container_id")
+def _id_only(c: argparse.ArgumentParser) -> None:
+    c.add_argument("container_id")
 
-    ps = command("ps", "list the processes running in a container")
-    ps.add_argument("-f", "--format", default="table", choices=["table", "json"])
-    ps.add_argument("container_id")
-    ps.add_argument("ps_args", nargs=argparse.REMAINDER)
 
-    lst = command("list", "list containers")
-    lst.add_argument("-f", "--format", default="table", choices=["table", "json"])
-    lst.add_argument("-q", "--quiet", action="store_true")
+def _kill_flags(c: argparse.ArgumentParser) -> None:
+    c.add_argument("-a", "--all", action="store_true")
+    c.add_argument("container_id")
+    c.add_argument("signal", nargs="?", default="SIGTERM")
 
-    command("pause", "freeze all processes of a container").add_argument("container_id")
-    command("resume", "thaw a paused container").add_argument("container_id")
 
-    update = command("update", "update a container's resource limits")
-    update.add_argument("-r", "--resources", help="LinuxResources JSON file, - for stdin")
+def _delete_flags(c: argparse.ArgumentParser) -> None:
+    c.add_argument("-f", "--force", action="store_true")
+    c.add_argument("container_id")
+
+
+def _ps_flags(c: argparse.ArgumentParser) -> None:
+    c.add_argument("-f", "--format", default="table", choices=["table", "json"])
+    c.add_argument("container_id")
+    c.add_argument("ps_args", nargs=argparse.REMAINDER)
+
+
+def _list_flags(c: argparse.ArgumentParser) -> None:
+    c.add_argument("-f", "--format", default="table", choices=["table", "json"])
+    c.add_argument("-q", "--quiet", action="store_true")
+
+
+def _update_flags(c: argparse.ArgumentParser) -> None:
+    c.add_argument("-r", "--resources", help="LinuxResources JSON file, - for stdin")
     for flag in ("--memory", "--memory-reservation", "--memory-swap", "--kernel-memory",
                  "--cpu-shares", "--cpu-quota", "--cpu-period", "--cpu-rt-runtime",
                  "--cpu-rt-period", "--cpuset-cpus", "--cpuset-mems", "--pids-limit",
                  "--blkio-weight", "--cpu-idle"):
-        update.add_argument(flag)
-    update.add_argument("container_id")
+        c.add_argument(flag)
+    c.add_argument("container_id")
 
-    events = command("events", "container statistics")
-    events.add_argument("--stats", action="store_true", help="print one stats document")
-    events.add_argument("--interval", default="5s")
-    events.add_argument("container_id")
 
-    exe = command("exec", "run a process in a running container")
-    exe.add_argument("-p", "--process", help="process.json")
-    exe.add_argument("-t", "--tty", action="store_true")
-    exe.add_argument("-d", "--detach", action="store_true")
-    exe.add_argument("--pid-file")
-    exe.add_argument("--console-socket")
-    exe.add_argument("--pidfd-socket", help="not supported")
-    exe.add_argument("--cwd")
-    exe.add_argument("-e", "--env", action="append", default=[])
-    exe.add_argument("-u", "--user")
-    exe.add_argument("-g", "--additional-gids", action="append", default=[])
-    exe.add_argument("-c", "--cap", action="append", default=[])
-    exe.add_argument("--no-new-privs", action="store_true")
-    exe.add_argument("--preserve-fds", type=int, default=0)
-    exe.add_argument("--process-label")
-    exe.add_argument("--apparmor")
-    exe.add_argument("--cgroup")
-    exe.add_argument("--ignore-paused", action="store_true")
-    exe.add_argument("container_id")
-    exe.add_argument("exec_args", metavar="command", nargs=argparse.REMAINDER)
+def _events_flags(c: argparse.ArgumentParser) -> None:
+    c.add_argument("--stats", action="store_true", help="print one stats document")
+    c.add_argument("--interval", default="5s")
+    c.add_argument("container_id")
 
-    command("features", "show the runtime's features (JSON)")
-    spec = command("spec", "write a default config.json")
-    spec.add_argument("-b", "--bundle", default=".")
-    spec.add_argument("--rootless", action="store_true")
-    return p
+
+def _exec_flags(c: argparse.ArgumentParser) -> None:
+    c.add_argument("-p", "--process", help="process.json")
+    c.add_argument("-t", "--tty", action="store_true")
+    c.add_argument("-d", "--detach", action="store_true")
+    c.add_argument("--pid-file")
+    c.add_argument("--console-socket")
+    c.add_argument("--pidfd-socket", help="not supported")
+    c.add_argument("--cwd")
+    c.add_argument("-e", "--env", action="append", default=[])
+    c.add_argument("-u", "--user")
+    c.add_argument("-g", "--additional-gids", action="append", default=[])
+    c.add_argument("-c", "--cap", action="append", default=[])
+    c.add_argument("--no-new-privs", action="store_true")
+    c.add_argument("--preserve-fds", type=int, default=0)
+    c.add_argument("--process-label")
+    c.add_argument("--apparmor")
+    c.add_argument("--cgroup")
+    c.add_argument("--ignore-paused", action="store_true")
+    c.add_argument("container_id")
+    c.add_argument("exec_args", metavar="command", nargs=argparse.REMAINDER)
+
+
+def _spec_flags(c: argparse.ArgumentParser) -> None:
+    c.add_argument("-b", "--bundle", default=".")
+    c.add_argument("--rootless", action="store_true")
+
+
+def _no_flags(c: argparse.ArgumentParser) -> None:
+    pass
+
+
+_SUBCOMMANDS = {
+    "create": ("create a container", _create_flags),
+    "run": ("create and run a container", _run_flags),
+    "start": ("start a created container", _id_only),
+    "state": ("output the state of a container", _id_only),
+    "kill": ("send a signal to the container's init (or all processes)", _kill_flags),
+    "delete": ("delete a container and everything it holds", _delete_flags),
+    "ps": ("list the processes running in a container", _ps_flags),
+    "list": ("list containers", _list_flags),
+    "pause": ("freeze all processes of a container", _id_only),
+    "resume": ("thaw a paused container", _id_only),
+    "update": ("update a container's resource limits", _update_flags),
+    "events": ("container statistics", _events_flags),
+    "exec": ("run a process in a running container", _exec_flags),
+    "features": ("show the runtime's features (JSON)", _no_flags),
+    "spec": ("write a default config.json", _spec_flags),
+}
 
 
 def print_version() -> None:
@@ -144,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     # Go-style single-dash long flags (-root, -log) appear in some callers.
     argv = [("-" + a) if a.startswith("-") and not a.startswith("--") and len(a) > 2
             and a[1:].split("=")[0] in _LONG_GLOBALS else a for a in argv]
-    args = _parser().parse_args(argv)
+    args = _parser(_command_of(argv)).parse_args(argv)
     log = RuntimeLog(args.log, args.log_format, args.debug)
     if args.version:
         print_version()

@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import socket
-from dataclasses import dataclass
 
 from kobako.linux import syscalls as sc
 
@@ -23,15 +22,19 @@ from .namespaces import JOIN_ORDER, NAMESPACES
 from .state import CREATED, PAUSED, RUNNING, ContainerState
 
 
-@dataclass
 class ExecContext:
-    process: dict
-    seccomp: dict | None
-    ns_paths: list[tuple[str, str]]
-    sock: socket.socket
-    stub_fd: int
-    console: socket.socket | None
-    preserve_fds: int
+    """What the forked stages of exec need; nothing can be imported once inside."""
+
+    def __init__(self, *, process: dict, seccomp: dict | None, ns_paths: list[tuple[str, str]],
+                 sock: socket.socket, stub_fd: int, console: socket.socket | None,
+                 preserve_fds: int):
+        self.process = process
+        self.seccomp = seccomp
+        self.ns_paths = ns_paths
+        self.sock = sock
+        self.stub_fd = stub_fd
+        self.console = console
+        self.preserve_fds = preserve_fds
 
 
 def exec_from_cli(runtime: Runtime, args) -> int:

@@ -19,7 +19,6 @@ import os
 import signal
 import socket
 import sys as _sys
-from dataclasses import dataclass
 
 from kobako.linux import syscalls as sc
 
@@ -48,21 +47,26 @@ def recv(sock: socket.socket, expect: str | None = None) -> dict:
     return msg
 
 
-@dataclass
 class InitContext:
-    config: dict
-    rootfs: str
-    bundle: str
-    plan: NamespacePlan
-    sock: socket.socket
-    fifo_fd: int
-    stub_fd: int
-    cgroup_paths: dict
-    console: socket.socket | None = None
-    no_pivot: bool = False
-    no_new_keyring: bool = False
-    preserve_fds: int = 0
-    container_id: str = ""
+    """What the forked stages need; they can import nothing once inside the container."""
+
+    def __init__(self, *, config: dict, rootfs: str, bundle: str, plan: NamespacePlan,
+                 sock: socket.socket, fifo_fd: int, stub_fd: int, cgroup_paths: dict,
+                 console: socket.socket | None = None, no_pivot: bool = False,
+                 no_new_keyring: bool = False, preserve_fds: int = 0, container_id: str = ""):
+        self.config = config
+        self.rootfs = rootfs
+        self.bundle = bundle
+        self.plan = plan
+        self.sock = sock
+        self.fifo_fd = fifo_fd
+        self.stub_fd = stub_fd
+        self.cgroup_paths = cgroup_paths
+        self.console = console
+        self.no_pivot = no_pivot
+        self.no_new_keyring = no_new_keyring
+        self.preserve_fds = preserve_fds
+        self.container_id = container_id
 
 
 def run_child(body, sock: socket.socket, *args) -> None:

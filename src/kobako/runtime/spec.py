@@ -11,12 +11,14 @@ line naming the field, before any process is created.
 
 from __future__ import annotations
 
-import copy
 import os
 import re
-from typing import Any
 
 from kobako.linux import capabilities, seccomp
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 OCI_VERSION = "1.0.2-dev"
 
@@ -82,6 +84,8 @@ def _cgroup2_unified() -> bool:
 
 def default_spec(rootless: bool = False) -> dict[str, Any]:
     """The config.json `runc spec [--rootless]` writes (hostname "kobako")."""
+    import copy
+
     spec = copy.deepcopy(_DEFAULT)
     linux = spec["linux"]
     if _cgroup2_unified():

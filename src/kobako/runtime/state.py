@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
-from dataclasses import asdict, dataclass, field
 
 from .errors import ConfigError, ContainerNotExist
 
@@ -25,7 +23,7 @@ OCI_VERSION = "1.2.0"
 STATE_FILE = "state.json"
 EXEC_FIFO = "exec.fifo"
 
-_VALID_ID = re.compile(r"^[\w+\-.]+$")
+_ID_PUNCTUATION = set("_+-.")
 
 CREATING, CREATED, RUNNING, PAUSED, STOPPED = "creating", "created", "running", "paused", "stopped"
 
@@ -33,7 +31,9 @@ CREATING, CREATED, RUNNING, PAUSED, STOPPED = "creating", "created", "running", 
 def validate_id(container_id: str) -> None:
     if not container_id:
         raise ConfigError("container id cannot be empty")
-    if not _VALID_ID.match(container_id) or container_id in (".", ".."):
+    if container_id in (".", "..") or not all(
+        (c.isascii() and c.isalnum()) or c in _ID_PUNCTUATION for c in container_id
+    ):
         raise ConfigError(f"invalid container id format: {container_id}")
 
 
@@ -55,26 +55,34 @@ def process_start_time(pid: int) -> int | None:
     return int(fields[19])
 
 
-@dataclass
 class ContainerState:
-    id: str
-    bundle: str
-    rootfs: str
-    config: dict
-    pid: int = 0
-    pid_start: int = 0
-    created: str = field(default_factory=now_rfc3339)
-    cgroup_paths: dict = field(default_factory=dict)
-    owner: str = ""
-    # namespaces the init holds: type -> /proc/<pid>/ns/<type> at create time, for exec
-    namespaces: dict = field(default_factory=dict)
+    """What `create` records about a container, saved as state.json."""
+
+    FIELDS = ("id", "bundle", "rootfs", "config", "pid", "pid_start", "created",
+              "cgroup_paths", "owner", "namespaces")
+
+    def __init__(self, id: str, bundle: str, rootfs: str, config: dict, pid: int = 0,
+                 pid_start: int = 0, created: str | None = None,
+                 cgroup_paths: dict | None = None, owner: str = "",
+                 namespaces: dict | None = None):
+        self.id = id
+        self.bundle = bundle
+        self.rootfs = rootfs
+        self.config = config
+        self.pid = pid
+        self.pid_start = pid_start
+        self.created = created or now_rfc3339()
+        self.cgroup_paths = cgroup_paths or {}
+        self.owner = owner
+        # namespace type -> /proc/<init pid>/ns/<entry>, for exec to join
+        self.namespaces = namespaces or {}
 
     @property
     def annotations(self) -> dict:
         return self.config.get("annotations") or {}
 
     def to_json(self) -> dict:
-        return asdict(self)
+        return {name: getattr(self, name) for name in self.FIELDS}
 
 
 class StateDir:

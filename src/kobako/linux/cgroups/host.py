@@ -9,7 +9,7 @@ mountpoints live in a temporary directory.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from collections import namedtuple
 
 from .errors import CgroupError
 
@@ -20,23 +20,27 @@ PROC_CGROUP = "/proc/self/cgroup"
 UNIFIED = ""
 
 
-@dataclass(frozen=True)
-class Hierarchy:
-    mountpoint: str
-    # v1: the controllers the hierarchy carries ("cpu", "cpuacct", "name=systemd");
-    # the unified hierarchy: ("",)
-    controllers: tuple[str, ...]
-    # the mount's root inside the hierarchy (not "/" inside a cgroup namespace)
-    root: str = "/"
+# mountpoint; controllers: for v1 those the hierarchy carries ("cpu", "cpuacct",
+# "name=systemd"), for the unified hierarchy ("",); root: the mount's root inside the
+# hierarchy (not "/" inside a cgroup namespace).
+# (namedtuple rather than a dataclass: the runtime's start-up time counts every import)
+Hierarchy = namedtuple("Hierarchy", ["mountpoint", "controllers", "root"], defaults=["/"])
 
 
-@dataclass
 class Host:
-    mode: str  # "v1" (including hybrid) or "v2"
-    v1: dict[str, Hierarchy] = field(default_factory=dict)  # controller -> hierarchy
-    unified: Hierarchy | None = None
-    # controller -> this process's cgroup path ("" for the unified hierarchy)
-    self_cgroups: dict[str, str] = field(default_factory=dict)
+    def __init__(self, mode: str, v1: dict[str, Hierarchy] | None = None,
+                 unified: Hierarchy | None = None, self_cgroups: dict[str, str] | None = None):
+        self.mode = mode  # "v1" (including hybrid) or "v2"
+        self.v1 = v1 or {}  # controller -> hierarchy
+        self.unified = unified
+        # controller -> this process's cgroup path ("" for the unified hierarchy)
+        self.self_cgroups = self_cgroups or {}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Host) and vars(self) == vars(other)
+
+    def __repr__(self) -> str:
+        return f"Host({vars(self)!r})"
 
     @property
     def hybrid(self) -> bool:

@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import posixpath
-from dataclasses import dataclass
+from collections import namedtuple
 
 from .errors import CgroupError
 
@@ -18,10 +18,8 @@ DEFAULT_PARENT = "/kobako"
 DEFAULT_SLICE = "system.slice"
 
 
-@dataclass(frozen=True)
-class CgroupPath:
-    path: str
-    relative: bool  # True: joined onto the caller's own cgroup in each hierarchy
+# relative: True when joined onto the caller's own cgroup in each hierarchy
+CgroupPath = namedtuple("CgroupPath", ["path", "relative"])
 
 
 def resolve(cgroups_path: str | None, container_id: str, systemd: bool = False) -> CgroupPath:
