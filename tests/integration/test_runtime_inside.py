@@ -29,6 +29,7 @@ def test_a_new_network_namespace_has_only_lo(rt, bundle):
     names, links = out.split("--\n")
     assert names.split() == ["lo"]
     assert [line.split(":")[1].strip() for line in links.splitlines()] == ["lo"]
+    assert ",UP," in links  # up, as runc leaves it, so 127.0.0.1 works
 
 
 def test_the_hosts_cgroup_files_hold_the_configured_values(rt, bundle):

@@ -24,7 +24,7 @@ from kobako.linux import syscalls as sc
 
 from . import hooks
 from .errors import RuntimeFailure
-from .namespaces import NAMESPACES, NamespacePlan, write_time_offsets
+from .namespaces import NAMESPACES, NamespacePlan, loopback_up, write_time_offsets
 
 
 class ChildFailed(RuntimeFailure):
@@ -138,6 +138,8 @@ def stage2(ctx: InitContext) -> None:
 
     if "oomScoreAdj" in spec_process:
         _write("/proc/self/oom_score_adj", str(spec_process["oomScoreAdj"]), "oomScoreAdj")
+    if "network" in ctx.plan.new:
+        loopback_up()
 
     if "mount" not in ctx.plan.new and "mount" not in ctx.plan.join:
         raise RuntimeFailure("config.json must have a mount namespace (new or joined)")
