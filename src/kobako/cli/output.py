@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -101,11 +102,16 @@ def short_id(ident: str) -> str:
 def render_rows(fmt: str | None, default_table: str, items: Iterable[Mapping[str, Any]],
                 headers: Mapping[str, str], out: TextIO | None = None) -> None:
     """docker's --format: `table ...` templates, plain per-line templates, or `json`."""
-    from kobako.cli.gotemplate import Template
-
     out = out or sys.stdout
     items = list(items)
-    fmt = fmt or default_table
+    if fmt is None:
+        # the default layout needs no template engine (keeps `kobako ps` start-up lean)
+        fields = re.findall(r"\{\{\.(\w+)\}\}", default_table)
+        table([[headers.get(f, f) for f in fields]]
+              + [[str(item.get(f, "")) for f in fields] for item in items], out)
+        return
+    from kobako.cli.gotemplate import Template
+
     if fmt == "json":
         for item in items:
             out.write(json.dumps(dict(item), separators=(",", ":")) + "\n")

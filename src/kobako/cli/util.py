@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, NoReturn
 
 if TYPE_CHECKING:
@@ -39,3 +40,14 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 def err(message: str) -> None:
     print(message, file=sys.stderr)
+
+
+def parse_filters(items: Iterable[str]) -> dict[str, list[str]]:
+    """docker's repeated --filter key=value into the API's filters map."""
+    out: dict[str, list[str]] = {}
+    for item in items:
+        if "=" not in item:
+            raise CLIError(f"bad format of filter (expected name=value): {item}")
+        k, v = item.split("=", 1)
+        out.setdefault(k.strip().lower(), []).append(v)
+    return out

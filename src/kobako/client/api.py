@@ -12,13 +12,15 @@ import http.client
 import json
 import os
 import socket
-import ssl
 import struct
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
 from kobako.client.errors import ClientError, DaemonUnreachable
+
+if TYPE_CHECKING:
+    import ssl
 
 DEFAULT_HOST = "unix:///run/kobako.sock"
 CLIENT_MAX_VERSION = "1.47"
@@ -336,6 +338,8 @@ def error_from(resp: Response) -> ClientError:
 
 def tls_context_from_env() -> ssl.SSLContext:
     """Client TLS as docker's: KOBAKO_CERT_PATH (ca.pem, cert.pem, key.pem)."""
+    import ssl  # lazy: only TCP needs it, and it is slow to import
+
     path = os.environ.get("KOBAKO_CERT_PATH") or os.path.expanduser("~/.kobako")
     ctx = ssl.create_default_context(cafile=os.path.join(path, "ca.pem"))
     ctx.load_cert_chain(os.path.join(path, "cert.pem"), os.path.join(path, "key.pem"))

@@ -6,25 +6,15 @@ import base64
 import json
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import click
 
 from kobako.cli.output import human_size, parse_time, render_rows, short_id, since
-from kobako.cli.util import CLIError, State
+from kobako.cli.util import CLIError, State, parse_filters
 
 pass_state = click.make_pass_decorator(State)
-
-
-def parse_filters(items: Iterable[str]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for item in items:
-        if "=" not in item:
-            raise CLIError(f"bad format of filter (expected name=value): {item}")
-        k, v = item.split("=", 1)
-        out.setdefault(k.strip().lower(), []).append(v)
-    return out
 
 
 def split_ref(ref: str) -> tuple[str, str | None]:

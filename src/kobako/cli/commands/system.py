@@ -154,7 +154,7 @@ def info(state: State, fmt: str | None) -> None:
 def events(state: State, since: str | None, until: str | None, filters: tuple[str, ...],
            fmt: str | None) -> None:
     """Get real time events from the server."""
-    from kobako.cli.commands.images import parse_filters
+    from kobako.cli.util import parse_filters
 
     params = {"since": since, "until": until, "filters": parse_filters(filters) or None}
     resp = state.client.request("GET", "/events", params)
