@@ -36,7 +36,7 @@ GROUP = "root:x:0:\ndaemon:x:1:\nkbtgroup:x:1000:\nnogroup:x:65534:\n"
 def build_rootfs(path: str) -> str:
     """A busybox root filesystem at path (created); returns path."""
     for directory in ("bin", "sbin", "etc", "proc", "sys", "dev", "tmp", "root", "home/kbtuser",
-                      "usr/bin", "usr/sbin", "var", "run"):
+                      "usr/bin", "usr/sbin", "var", "run", "mnt"):
         os.makedirs(os.path.join(path, directory), exist_ok=True)
     os.chmod(os.path.join(path, "tmp"), 0o1777)
     target = os.path.join(path, "bin", "busybox")

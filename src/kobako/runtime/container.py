@@ -83,7 +83,8 @@ class Runtime:
     def create(self, container_id: str, bundle: str, *, pid_file: str | None = None,
                console_socket: str | None = None, console: socket.socket | None = None,
                no_pivot: bool = False, no_new_keyring: bool = False,
-               preserve_fds: int = 0) -> ContainerState:
+               preserve_fds: int = 0, stdio: tuple[int, int, int] | None = None
+               ) -> ContainerState:
         bundle = os.path.abspath(bundle)
         state_dir = self.dir(container_id)
         config = load_config(bundle)
@@ -129,7 +130,7 @@ class Runtime:
 
                 console = connect_console_socket(console_socket)
             self._spawn_init(state, state_dir, plan, mgr, console, no_pivot, no_new_keyring,
-                             preserve_fds)
+                             preserve_fds, stdio)
             if pid_file:
                 _write_atomic(pid_file, str(state.pid))
         except BaseException:
@@ -142,11 +143,13 @@ class Runtime:
 
     def _spawn_init(self, state: ContainerState, state_dir: StateDir, plan: NamespacePlan,
                     mgr, console, no_pivot: bool, no_new_keyring: bool,
-                    preserve_fds: int) -> None:
+                    preserve_fds: int, stdio: tuple[int, int, int] | None) -> None:
         from .process import preload, sealed_stub
 
         config = state.config
         preload(config.get("process") or {}, (config.get("linux") or {}).get("seccomp"))
+        if hooks.has_hooks(config, "startContainer"):
+            import subprocess  # noqa: F401 - the init runs these hooks after pivot_root
         stub_fd = sealed_stub()
         fifo_fd = os.open(state_dir.fifo, os.O_PATH | os.O_CLOEXEC)
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -154,7 +157,7 @@ class Runtime:
             config=config, rootfs=state.rootfs, bundle=state.bundle, plan=plan, sock=child,
             fifo_fd=fifo_fd, stub_fd=stub_fd, cgroup_paths=mgr.paths, console=console,
             no_pivot=no_pivot, no_new_keyring=no_new_keyring, preserve_fds=preserve_fds,
-            container_id=state.id,
+            container_id=state.id, stdio=stdio,
         )
         try:
             pid = os.fork()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 
 from .errors import RuntimeFailure
 
@@ -41,7 +42,8 @@ def run_hook(hook: dict, kind: str, state: dict) -> None:
     try:
         proc.communicate(json.dumps(state).encode(), timeout=timeout)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        # the whole session: a hook's children must not outlive it (nor hold our stdio)
+        os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         raise HookFailed(f"{kind} hook {path} timed out after {timeout}s") from None
     except BrokenPipeError:

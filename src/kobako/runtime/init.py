@@ -31,6 +31,10 @@ class ChildFailed(RuntimeFailure):
     pass
 
 
+class PeerGone(ChildFailed):
+    """The sync socket's other end closed: in a child, the runtime failed and reports it."""
+
+
 def send(sock: socket.socket, kind: str, **data) -> None:
     sock.send(json.dumps({"type": kind, **data}).encode())
 
@@ -38,7 +42,7 @@ def send(sock: socket.socket, kind: str, **data) -> None:
 def recv(sock: socket.socket, expect: str | None = None) -> dict:
     raw = sock.recv(1 << 20)
     if not raw:
-        raise ChildFailed("the other side of the sync socket went away")
+        raise PeerGone("the other side of the sync socket went away")
     msg = json.loads(raw)
     if msg.get("type") == "error":
         raise ChildFailed(msg.get("message", "unknown error"))
@@ -53,7 +57,8 @@ class InitContext:
     def __init__(self, *, config: dict, rootfs: str, bundle: str, plan: NamespacePlan,
                  sock: socket.socket, fifo_fd: int, stub_fd: int, cgroup_paths: dict,
                  console: socket.socket | None = None, no_pivot: bool = False,
-                 no_new_keyring: bool = False, preserve_fds: int = 0, container_id: str = ""):
+                 no_new_keyring: bool = False, preserve_fds: int = 0, container_id: str = "",
+                 stdio: tuple[int, int, int] | None = None):
         self.config = config
         self.rootfs = rootfs
         self.bundle = bundle
@@ -67,6 +72,7 @@ class InitContext:
         self.no_new_keyring = no_new_keyring
         self.preserve_fds = preserve_fds
         self.container_id = container_id
+        self.stdio = stdio  # fds to become the container's 0, 1, 2 (else ours are inherited)
 
 
 def run_child(body, sock: socket.socket, *args) -> None:
@@ -76,6 +82,8 @@ def run_child(body, sock: socket.socket, *args) -> None:
         body(*args)
     except BaseException as err:  # noqa: BLE001 - a forked child must never unwind into the CLI
         code = 1
+        if isinstance(err, PeerGone):
+            os._exit(code)  # the runtime gave up first and reports its own error
         if isinstance(err, (RuntimeFailure, sc.SyscallError)):
             message = str(err)
         else:
@@ -99,8 +107,16 @@ def _where(err: BaseException) -> str:
     return f"{os.path.basename(tb.tb_frame.f_code.co_filename)}:{tb.tb_lineno}"
 
 
+def use_stdio(stdio: tuple[int, int, int] | None) -> None:
+    if stdio:
+        for target, fd in enumerate(stdio):
+            if fd != target:
+                os.dup2(fd, target)
+
+
 def stage1(ctx: InitContext) -> None:
     sys = sc.real()
+    use_stdio(ctx.stdio)
     sys.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
     sys.prctl(sc.PR_SET_DUMPABLE, 0)
     recv(ctx.sock, "go")

@@ -145,7 +145,8 @@ def oci_state(state: ContainerState, status: str) -> dict:
     doc = {
         "ociVersion": OCI_VERSION,
         "id": state.id,
-        "pid": state.pid if status not in (STOPPED, CREATING) else 0,
+        # creating: the hooks (prestart, createRuntime...) need the pid to find the namespaces
+        "pid": state.pid if status != STOPPED else 0,
         "status": status,
         "bundle": state.bundle,
         "rootfs": state.rootfs,
