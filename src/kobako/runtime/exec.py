@@ -17,7 +17,7 @@ from kobako.linux import syscalls as sc
 from . import foreground
 from .container import Runtime, _reap, _write_atomic
 from .errors import BadState, ConfigError, RuntimeFailure
-from .init import ChildFailed, recv, run_child, send
+from .init import ChildFailed, recv, run_child, send, use_stdio
 from .namespaces import JOIN_ORDER, NAMESPACES
 from .state import CREATED, PAUSED, RUNNING, ContainerState
 
@@ -27,7 +27,7 @@ class ExecContext:
 
     def __init__(self, *, process: dict, seccomp: dict | None, ns_paths: list[tuple[str, str]],
                  sock: socket.socket, stub_fd: int, console: socket.socket | None,
-                 preserve_fds: int):
+                 preserve_fds: int, stdio: tuple[int, int, int] | None = None):
         self.process = process
         self.seccomp = seccomp
         self.ns_paths = ns_paths
@@ -35,6 +35,7 @@ class ExecContext:
         self.stub_fd = stub_fd
         self.console = console
         self.preserve_fds = preserve_fds
+        self.stdio = stdio
 
 
 def exec_from_cli(runtime: Runtime, args) -> int:
@@ -86,35 +87,61 @@ def _process_from_args(state: ContainerState, args) -> dict:
 def exec_process(runtime: Runtime, state: ContainerState, status: str, process: dict, *,
                  detach: bool, pid_file: str | None = None, console_socket: str | None = None,
                  preserve_fds: int = 0, ignore_paused: bool = False) -> int:
+    """runc's exec: spawn, write --pid-file, and unless detached wait; the exit code."""
+    from .console import receive_master
+
+    terminal = bool(process.get("terminal"))
+    if terminal and detach and not console_socket:
+        raise ConfigError("cannot allocate tty if runtime will detach without setting console socket")
+    ours = console = None
+    if terminal and not console_socket:
+        ours, console = foreground.console_pair()
+    if not detach:
+        foreground.become_subreaper()
+    exec_pid = spawn_exec(state, status, process, console_socket=console_socket,
+                          console=console, preserve_fds=preserve_fds,
+                          ignore_paused=ignore_paused)
+    if pid_file:
+        _write_atomic(pid_file, str(exec_pid))
+    if detach:
+        return 0
+    master = None
+    if ours is not None:
+        master = receive_master(ours)
+        ours.close()
+    return foreground.wait_for(exec_pid, master)
+
+
+def spawn_exec(state: ContainerState, status: str, process: dict, *,
+               console_socket: str | None = None, console: socket.socket | None = None,
+               preserve_fds: int = 0, ignore_paused: bool = False,
+               stdio: tuple[int, int, int] | None = None) -> int:
+    """Start `process` in the container; its pid. It is reparented to the nearest child
+    subreaper, so a caller that wants its exit status makes itself one first.
+
+    With a terminal, the pty master goes to `console` (a connected unix socket) or to
+    the --console-socket path."""
     if status == PAUSED and not ignore_paused:
         raise BadState("cannot exec in a paused container")
     if status not in (RUNNING, CREATED, PAUSED):
         raise BadState(f"cannot exec in a {status} container")
-    terminal = bool(process.get("terminal"))
-    if terminal and detach and not console_socket:
-        raise ConfigError("cannot allocate tty if runtime will detach without setting console socket")
-    from .console import connect_console_socket, receive_master
+    from .console import connect_console_socket
     from .process import preload, sealed_stub
 
-    preload(process, (state.config.get("linux") or {}).get("seccomp"))
-
-    ours = console = None
-    if terminal:
-        if console_socket:
-            console = connect_console_socket(console_socket)
-        else:
-            ours, console = foreground.console_pair()
-    if not detach:
-        foreground.become_subreaper()
+    seccomp_cfg = (state.config.get("linux") or {}).get("seccomp")
+    preload(process, seccomp_cfg)
+    if process.get("terminal") and console is None:
+        if not console_socket:
+            raise ConfigError("a terminal needs a console socket")
+        console = connect_console_socket(console_socket)
     ns_paths = [
         (kind, f"/proc/{state.pid}/ns/{NAMESPACES[kind][1]}")
         for kind in sorted(state.namespaces, key=JOIN_ORDER.index)
     ]
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     stub_fd = sealed_stub()
-    ctx = ExecContext(process=process, seccomp=(state.config.get("linux") or {}).get("seccomp"),
-                      ns_paths=ns_paths, sock=child, stub_fd=stub_fd, console=console,
-                      preserve_fds=preserve_fds)
+    ctx = ExecContext(process=process, seccomp=seccomp_cfg, ns_paths=ns_paths, sock=child,
+                      stub_fd=stub_fd, console=console, preserve_fds=preserve_fds, stdio=stdio)
     try:
         pid = os.fork()
         if pid == 0:
@@ -140,19 +167,12 @@ def exec_process(runtime: Runtime, state: ContainerState, status: str, process: 
         os.close(stub_fd)
         if console is not None:
             console.close()
-    if pid_file:
-        _write_atomic(pid_file, str(exec_pid))
-    if detach:
-        return 0
-    master = None
-    if ours is not None:
-        master = receive_master(ours)
-        ours.close()
-    return foreground.wait_for(exec_pid, master)
+    return exec_pid
 
 
 def _exec_stage1(ctx: ExecContext) -> None:
     sys = sc.real()
+    use_stdio(ctx.stdio)
     sys.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
     sys.prctl(sc.PR_SET_DUMPABLE, 0)
     recv(ctx.sock, "go")
