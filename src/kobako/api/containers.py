@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from kobako.api.context import ctx
+from kobako.api.context import STREAM_STARTED, ctx
 from kobako.api.errors import BadRequest
 from kobako.api.params import (
     CONFIG_TYPES,
@@ -130,7 +130,7 @@ async def wait(request: web.Request) -> web.StreamResponse:
     # Headers go out at once (the docker CLI starts the container only after that).
     resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
     await resp.prepare(request)
-    request["stream_started"] = True
+    request[STREAM_STARTED] = True
     try:
         result = await waiter
         body = {"StatusCode": int(result.get("StatusCode", 0)),
@@ -155,7 +155,7 @@ async def logs(request: web.Request) -> web.StreamResponse:
     resp = web.StreamResponse(status=200, headers={
         "Content-Type": RAW_STREAM if tty else MULTIPLEXED_STREAM})
     await resp.prepare(request)
-    request["stream_started"] = True
+    request[STREAM_STARTED] = True
     async for stream, data in chunks:
         await resp.write(data if tty else frame(stream, data))
     await resp.write_eof()
@@ -192,18 +192,30 @@ async def pump(hj: Hijacked, sio: StreamIO, *, stdin: bool, detach_keys: str | N
 
     out_task = asyncio.ensure_future(copy_out())
     in_task = asyncio.ensure_future(copy_in())
+    released = False
+
+    async def release() -> None:
+        nonlocal released
+        if not released and sio.detach is not None:
+            released = True
+            await sio.detach()
+
     try:
         done, _ = await asyncio.wait({out_task, in_task}, return_when=asyncio.FIRST_COMPLETED)
         if in_task in done and in_task.result() == "stdin-closed":
             await out_task  # the process may still answer what it read
-        elif in_task in done and sio.detach is not None:
-            await sio.detach()  # detach keys, or the client went away
+        elif in_task in done:
+            await release()  # detach keys, or the client went away
         for t in done:
             t.result()  # surface errors
     except (ConnectionResetError, BrokenPipeError):
         log.debug("attach client disconnected")
-        if sio.detach is not None:
-            await sio.detach()
+        await release()
+    except asyncio.CancelledError:
+        # aiohttp cancels the handler when the connection is lost: still release the
+        # attachment (shielded, so the cleanup itself is not cancelled).
+        await asyncio.shield(release())
+        raise
     finally:
         for t in (out_task, in_task):
             t.cancel()
@@ -222,7 +234,7 @@ async def attach(request: web.Request) -> web.StreamResponse:
                            stdout=bool_param(request, "stdout"),
                            stderr=bool_param(request, "stderr"), detach_keys=detach_keys)
     hj = await hijack(request, multiplexed=not sio.tty)
-    request["stream_started"] = True
+    request[STREAM_STARTED] = True
     await pump(hj, sio, stdin=want_stdin, detach_keys=detach_keys)
     return hj.response
 
@@ -263,7 +275,7 @@ async def stats(request: web.Request) -> web.StreamResponse:
     items = await ctx(request).containers.stats(_ref(request), stream)
     out = JSONStream(request)
     await out.start()
-    request["stream_started"] = True
+    request[STREAM_STARTED] = True
     async for item in items:
         await out.send(item)
     return await out.finish()
@@ -277,7 +289,7 @@ async def export(request: web.Request) -> web.StreamResponse:
     chunks = await ctx(request).containers.export(_ref(request))
     resp = web.StreamResponse(status=200, headers={"Content-Type": "application/x-tar"})
     await resp.prepare(request)
-    request["stream_started"] = True
+    request[STREAM_STARTED] = True
     async for chunk in chunks:
         await resp.write(chunk)
     await resp.write_eof()

@@ -35,3 +35,7 @@ CONTEXT_KEY: web.AppKey[Context] = web.AppKey("kobako_context", Context)
 
 def ctx(request: web.Request) -> Context:
     return request.app[CONTEXT_KEY]
+
+
+STREAM_STARTED: web.RequestKey[bool] = web.RequestKey("stream_started", bool)
+"""Set once a handler has sent headers: errors can no longer become a status."""

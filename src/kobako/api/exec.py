@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from kobako.api.containers import pump
-from kobako.api.context import ctx
+from kobako.api.context import STREAM_STARTED, ctx
 from kobako.api.errors import BadRequest
 from kobako.api.params import check_types, int_param, json_body
 from kobako.api.streams import hijack, parse_detach_keys
@@ -42,7 +42,7 @@ async def start(request: web.Request) -> web.StreamResponse:
     if detach or sio is None:
         return web.Response(status=200)
     hj = await hijack(request, multiplexed=not sio.tty)
-    request["stream_started"] = True
+    request[STREAM_STARTED] = True
     info = await svc.exec_inspect(exec_id)
     cfg = info.get("ProcessConfig", {}) or {}
     await pump(hj, sio, stdin=bool(info.get("OpenStdin", cfg.get("OpenStdin", True))),

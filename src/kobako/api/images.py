@@ -25,7 +25,7 @@ from urllib.parse import urlparse
 
 from aiohttp import web
 
-from kobako.api.context import ctx
+from kobako.api.context import STREAM_STARTED, ctx
 from kobako.api.errors import BadRequest, message_for
 from kobako.api.params import bool_param, filters_param, str_param
 from kobako.api.streams import JSONStream
@@ -87,18 +87,18 @@ async def _progress_call(request: web.Request, start: Starter,
             done, _ = await asyncio.wait({getter, work}, return_when=asyncio.FIRST_COMPLETED)
             if getter in done:
                 await stream.send(getter.result())
-                request["stream_started"] = True
+                request[STREAM_STARTED] = True
                 continue
             getter.cancel()
             await asyncio.sleep(0)  # let call_soon_threadsafe'd messages land
             while not queue.empty():
                 await stream.send(queue.get_nowait())
-                request["stream_started"] = True
+                request[STREAM_STARTED] = True
             break
         try:
             result = work.result()
         except Exception as exc:
-            if not request.get("stream_started"):
+            if not request.get(STREAM_STARTED):
                 raise  # nothing sent yet: answer with the proper status
             log.info("streamed operation failed: %s", exc)
             await stream.send_error(message_for(exc))
@@ -335,7 +335,7 @@ async def _save(request: web.Request, names: list[str]) -> web.StreamResponse:
     work = loop.run_in_executor(None, run)
     resp = web.StreamResponse(status=200, headers={"Content-Type": "application/x-tar"})
     await resp.prepare(request)
-    request["stream_started"] = True
+    request[STREAM_STARTED] = True
     try:
         while (chunk := await queue.get()) is not None:
             await resp.write(chunk)

@@ -10,7 +10,7 @@ from aiohttp import web
 from kobako.api import containers, images, system
 from kobako.api import exec as exec_routes
 from kobako.api import version as v
-from kobako.api.context import CONTEXT_KEY, Context
+from kobako.api.context import CONTEXT_KEY, STREAM_STARTED, Context
 from kobako.api.errors import error_response, http_exception_response, response_for
 
 log = logging.getLogger("kobako.api")
@@ -19,7 +19,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # JSON bodies are small; image load/import stream their bodies and are not bounded by it.
 MAX_JSON_BODY = 4 * 1024 * 1024
-API_VERSION_KEY = "api_version"
+API_VERSION_KEY: web.RequestKey[str] = web.RequestKey("api_version", str)
 
 
 @web.middleware
@@ -48,7 +48,7 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
 
 
 def _stream_started(request: web.Request) -> bool:
-    return bool(request.get("stream_started"))
+    return bool(request.get(STREAM_STARTED))
 
 
 async def _server_header(request: web.Request, response: web.StreamResponse) -> None:

@@ -67,6 +67,36 @@ class _InputParser:
             self.queue.put_nowait(None)
 
 
+class _HijackProtocol(asyncio.Protocol):
+    """Wraps aiohttp's protocol on a hijacked connection to survive a half-close.
+
+    The docker CLI half-closes (CloseWrite) when its stdin ends; asyncio closes the
+    transport when eof_received() returns false, as aiohttp's does. Here it ends
+    stdin and keeps the connection open so the output can still be sent.
+    """
+
+    def __init__(self, inner: asyncio.Protocol, parser: _InputParser):
+        self.inner = inner
+        self.parser = parser
+
+    def data_received(self, data: bytes) -> None:
+        self.inner.data_received(data)
+
+    def eof_received(self) -> bool:
+        self.parser.half_closed = True
+        self.parser.feed_eof()
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+
 class Hijacked:
     """A hijacked connection: `read()` client bytes (None at EOF), `write()` raw bytes."""
 
@@ -113,15 +143,9 @@ async def hijack(request: web.Request, *, multiplexed: bool) -> Hijacked:
     parser = _InputParser()
     protocol = request.protocol
     protocol.set_parser(parser)  # type: ignore[union-attr]
-
-    def _eof_received() -> bool:
-        # The client half-closed (CloseWrite after stdin ended): end stdin, but keep
-        # the connection open so the output can still be sent (Docker does the same).
-        parser.half_closed = True
-        parser.feed_eof()
-        return True
-
-    protocol.eof_received = _eof_received  # type: ignore[union-attr,method-assign]
+    transport = request.transport
+    if transport is not None:
+        transport.set_protocol(_HijackProtocol(protocol, parser))  # type: ignore[arg-type]
     if upgrade:
         resp = web.StreamResponse(status=101, headers={
             "Content-Type": content_type, "Connection": "Upgrade", "Upgrade": "tcp"})
