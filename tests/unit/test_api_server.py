@@ -12,13 +12,12 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from test_api_fakes import FakeContainers
 
 from kobako.api.context import Context
 from kobako.api.server import create_app
 from kobako.api.streams import parse_frames
 from kobako.engine.config import DaemonConfig
-
-from test_api_fakes import FakeContainers
 
 
 def run_with_client(test, context: Context | None = None):

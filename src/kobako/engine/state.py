@@ -84,13 +84,13 @@ def migrate(conn: sqlite3.Connection, component: str, migrations: Sequence[str])
 
 
 def _split_statements(script: str) -> list[str]:
-    """Split a script into complete statements (sqlite3.complete_statement aware)."""
+    """Split a script into complete statements (a ';' inside a string does not split)."""
     out: list[str] = []
     buf = ""
-    for line in script.splitlines(keepends=True):
-        buf += line
-        if sqlite3.complete_statement(buf):
-            if buf.strip():
+    for ch in script:
+        buf += ch
+        if ch == ";" and sqlite3.complete_statement(buf):
+            if buf.strip(" \n\t;"):
                 out.append(buf.strip())
             buf = ""
     if buf.strip():
