@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -25,13 +26,16 @@ class FakeContainers:
         self.calls.append((name, args, kwargs))
 
     def _get(self, ref: str) -> dict[str, Any]:
-        if ref not in self.containers:
-            raise NotFound(f"No such container: {ref}")
-        return self.containers[ref]
+        if ref in self.containers:
+            return self.containers[ref]
+        for c in self.containers.values():  # by ID, as clients use what create returned
+            if c["Id"] == ref:
+                return c
+        raise NotFound(f"No such container: {ref}")
 
     async def create(self, config, host_config, networking, name, platform):
         self._rec("create", config, host_config, networking, name, platform)
-        cid = "c" * 64
+        cid = "c" * (64 - len(self.containers)) + "0" * len(self.containers)
         if name in self.containers:
             raise Conflict(f'Conflict. The container name "/{name}" is already in use')
         self.containers[name or cid] = {"Id": cid, "running": False, "tty": config.get("Tty")}
@@ -67,8 +71,8 @@ class FakeContainers:
 
     async def remove(self, ref, force, volumes, link):
         self._rec("remove", ref, force, volumes, link)
-        self._get(ref)
-        del self.containers[ref]
+        c = self._get(ref)
+        self.containers = {k: v for k, v in self.containers.items() if v is not c}
 
     async def wait(self, ref, condition):
         self._get(ref)
@@ -181,3 +185,45 @@ class FakeContainers:
     async def counts(self):
         running = sum(1 for c in self.containers.values() if c["running"])
         return {"running": running, "paused": 0, "stopped": len(self.containers) - running}
+
+
+class ServerThread:
+    """The API app on a unix socket, served by an event loop in a background thread."""
+
+    def __init__(self, context: Any, sock_path: str):
+        self.context = context
+        self.sock_path = sock_path
+        self.loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._runner: Any = None
+
+    def _run(self) -> None:
+        from aiohttp import web
+
+        from kobako.api.server import create_app
+
+        asyncio.set_event_loop(self.loop)
+
+        async def start() -> None:
+            self._runner = web.AppRunner(create_app(self.context), access_log=None)
+            await self._runner.setup()
+            await web.UnixSite(self._runner, self.sock_path).start()
+
+        self.loop.run_until_complete(start())
+        self._ready.set()
+        self.loop.run_forever()
+        self.loop.run_until_complete(self._runner.cleanup())
+        self.loop.close()
+
+    def call(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)
+
+    def __enter__(self) -> ServerThread:
+        self._thread.start()
+        assert self._ready.wait(10), "API server did not start"
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)

@@ -213,6 +213,8 @@ class _Parser:
             if m.group(3):
                 rest = src[pos:]
                 pos += len(rest) - len(rest.lstrip())
+        if "{{" in src[pos:]:
+            raise TemplateError("unclosed action")
         items.append(("text", src[pos:]))
         return [(k, v) for k, v in items if not (k == "text" and v == "")]
 

@@ -124,9 +124,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _running_run(argv: list[str] | None) -> bool:
-    args = argv if argv is not None else sys.argv[1:]
-    words = [a for a in args if not a.startswith("-")]
-    return bool(words) and words[0] in ("run", "create")
+    args = list(argv if argv is not None else sys.argv[1:])
+    while args and args[0].startswith("-"):  # global options before the command
+        opt = args.pop(0)
+        if opt in ("-H", "--host") and args:
+            args.pop(0)
+    if args and args[0] == "container":
+        args.pop(0)
+    return bool(args) and args[0] in ("run", "create")
 
 
 if __name__ == "__main__":
