@@ -11,9 +11,11 @@ import ctypes
 import os
 import shutil
 import signal
+import threading
 
 import pytest
 from bundles import (
+    ID_PREFIX,
     Bundle,
     Runtime,
     build_rootfs,
@@ -43,12 +45,51 @@ def rootfs(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
-def subreaper() -> None:
-    """Orphaned container inits are reparented to us, not to the host's PID 1 (which, in
-    some sandboxes, never reaps them); teardown reaps them by pid."""
+def subreaper():
+    """Play the shim's part: orphaned container processes are reparented to us (not to the
+    host's PID 1, which in some sandboxes never reaps), and a thread reaps those of our
+    containers. Until a pid namespace's processes are reaped its init cannot finish dying,
+    and `delete` waits for it."""
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+    stop = threading.Event()
+    thread = threading.Thread(target=_reap_our_orphans, args=(stop,), daemon=True)
+    thread.start()
+    yield
+    stop.set()
+    thread.join()
+
+
+def _reap_our_orphans(stop: threading.Event) -> None:
+    me = os.getpid()
+    while not stop.wait(0.02):
+        for pid in _zombie_children(me):
+            try:
+                with open(f"/proc/{pid}/cgroup") as f:
+                    ours = f"/{ID_PREFIX}" in f.read()
+            except OSError:
+                continue
+            if ours:  # never someone else's child: its Popen must get the status
+                try:
+                    os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    pass  # reaped by its own waiter meanwhile
+
+
+def _zombie_children(parent: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] == "Z" and int(fields[1]) == parent:
+            found.append(int(entry))
+    return found
 
 
 @pytest.fixture

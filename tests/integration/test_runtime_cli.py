@@ -1,0 +1,203 @@
+"""kobako-runtime's command line as containerd's shim and podman use it: lifecycle and output
+shapes (state, list, ps), --console-socket, exec (--process, --tty, --env, --cwd, --user)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import threading
+
+from bundles import wait_for
+
+STATE_KEYS = {"ociVersion", "id", "pid", "status", "bundle", "rootfs", "created", "owner"}
+
+
+def test_lifecycle_states_and_state_json(rt, bundle):
+    bundle.config["annotations"] = {"kbt.test": "state"}
+    bundle.write()
+    container_id = rt.new_id()
+    with open(bundle.out, "wb") as out:
+        rt("create", "--bundle", bundle.path, "--pid-file", f"{bundle.path}/pid", container_id,
+           stdout=out, stderr=out, stdin=subprocess.DEVNULL)
+    bundle.args("sleep", "60")
+    created = rt.state(container_id)
+    assert set(created) == STATE_KEYS | {"annotations"}
+    assert created["id"] == container_id and created["status"] == "created"
+    assert created["bundle"] == bundle.path and created["rootfs"] == bundle.rootfs
+    assert created["annotations"] == {"kbt.test": "state"}
+    assert created["pid"] == int(open(f"{bundle.path}/pid").read())
+    assert created["created"].endswith("Z") and created["created"][10] == "T"
+    assert os.path.exists(f"/proc/{created['pid']}")
+
+    rt("start", container_id)
+    # `true` exits at once: the container goes from running to stopped by itself
+    wait_for(lambda: rt.state(container_id)["status"] == "stopped", what="stopped")
+    stopped = rt.state(container_id)
+    assert stopped["pid"] == 0 and stopped["status"] == "stopped"
+    rt("delete", container_id)
+    proc = rt("state", container_id, check=False)
+    assert proc.returncode != 0 and "does not exist" in proc.stderr
+
+
+def test_list_formats(rt, bundle):
+    ids = [rt.start_detached(bundle.args("sleep", "60"))[0] for _ in range(2)]
+    docs = json.loads(rt("list", "--format", "json").stdout)
+    assert sorted(d["id"] for d in docs) == sorted(ids)
+    for doc in docs:
+        assert STATE_KEYS <= set(doc) and doc["status"] == "running" and doc["pid"] > 0
+    table = rt("list").stdout.splitlines()
+    assert table[0].split() == ["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"]
+    assert sorted(line.split()[0] for line in table[1:]) == sorted(ids)
+    assert all(line.split()[2] == "running" and line.split()[5] == "root" for line in table[1:])
+    assert rt("list", "-q").stdout.split() == sorted(ids)
+    for container_id in ids:
+        rt.delete(container_id)
+    assert json.loads(rt("list", "--format", "json").stdout or "[]") in ([], None)
+
+
+def test_ps_json_and_table(rt, bundle):
+    container_id, pid = rt.start_detached(bundle.args("sleep", "60"))
+    # a detached process keeps the stdio it is given: not our capture pipes
+    with open(bundle.err, "wb") as err:
+        rt("exec", "--detach", "--pid-file", f"{bundle.path}/exec.pid", container_id,
+           "sleep", "61", stdin=subprocess.DEVNULL, stdout=err, stderr=err)
+    exec_pid = int(open(f"{bundle.path}/exec.pid").read())
+    pids = json.loads(rt("ps", "--format", "json", container_id).stdout)
+    assert sorted(pids) == sorted([pid, exec_pid])
+    table = rt("ps", container_id).stdout.splitlines()
+    assert "PID" in table[0].split()
+    column = table[0].split().index("PID")
+    assert sorted(int(line.split()[column]) for line in table[1:]) == sorted(pids)
+    rt.delete(container_id)
+
+
+def test_kill_and_delete_of_a_running_container(rt, bundle):
+    container_id, pid = rt.start_detached(bundle.args("sleep", "60"))
+    proc = rt("delete", container_id, check=False)
+    assert proc.returncode != 0 and "not stopped" in proc.stderr
+    rt("kill", container_id, "KILL")
+    wait_for(lambda: rt.state(container_id)["status"] == "stopped", what="stopped")
+    proc = rt("kill", container_id, "TERM", check=False)
+    assert proc.returncode != 0 and proc.stderr.strip() == "container not running"
+    rt("delete", container_id)
+
+
+class ConsoleServer:
+    """A --console-socket: receives the pty master (SCM_RIGHTS) the runtime sends."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(path)
+        self.sock.listen(1)
+        self.sock.settimeout(20)
+        self.master: int | None = None
+        self.name = b""
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        conn, _ = self.sock.accept()
+        with conn:
+            self.name, fds, _, _ = socket.recv_fds(conn, 4096, 1)
+            self.master = fds[0]
+
+    def read_all(self) -> bytes:
+        self.thread.join(20)
+        assert self.master is not None, "no pty master received"
+        chunks = []
+        while True:
+            try:
+                data = os.read(self.master, 4096)
+            except OSError:  # EIO: the last slave fd closed
+                break
+            if not data:
+                break
+            chunks.append(data)
+        return b"".join(chunks)
+
+    def close(self) -> None:
+        if self.master is not None:
+            os.close(self.master)
+        self.sock.close()
+
+
+def test_terminal_through_the_console_socket(rt, bundle, tmp_path):
+    server = ConsoleServer(str(tmp_path / "console.sock"))
+    try:
+        bundle.process["terminal"] = True
+        bundle.process["consoleSize"] = {"height": 33, "width": 101}
+        bundle.sh("tty; stty size; echo hello-from-the-tty")
+        bundle.write()
+        container_id = rt.new_id()
+        rt("create", "--bundle", bundle.path, "--console-socket", server.path, container_id)
+        rt("start", container_id)
+        output = server.read_all().decode()
+        assert server.name.startswith(b"/dev/pts/")
+        lines = output.replace("\r", "").split("\n")
+        assert lines[0].startswith("/dev/pts/") or lines[0] == "/dev/console", output
+        assert lines[1] == "33 101"
+        assert "hello-from-the-tty" in lines
+        rt.delete(container_id)
+    finally:
+        server.close()
+
+
+def test_terminal_without_a_console_socket_is_refused_for_create(rt, bundle):
+    bundle.process["terminal"] = True
+    bundle.write()
+    proc = rt("create", "--bundle", bundle.path, rt.new_id(), check=False)
+    assert proc.returncode != 0 and "console socket" in proc.stderr
+    assert rt.state_dirs() == []
+
+
+def test_exec_with_env_cwd_and_user(rt, bundle):
+    bundle.tmpfs("/tmp")
+    container_id, _ = rt.start_detached(bundle.args("sleep", "60"))
+    out = rt("exec", "--env", "KBT_VAR=hello", "--cwd", "/tmp", "--user", "1000:1000",
+             container_id, "sh", "-c", 'echo "$KBT_VAR"; pwd; id -u; id -g').stdout.split()
+    assert out == ["hello", "/tmp", "1000", "1000"]
+    proc = rt("exec", container_id, "sh", "-c", "exit 7", check=False)
+    assert proc.returncode == 7
+    rt.delete(container_id)
+
+
+def test_exec_with_a_process_file(rt, bundle, tmp_path):
+    container_id, _ = rt.start_detached(bundle.args("sleep", "60"))
+    process = {
+        "args": ["sh", "-c", 'echo "$KBT_A"; pwd; id -u; grep CapEff /proc/self/status'],
+        "env": ["PATH=/bin", "KBT_A=from-process-json"],
+        "cwd": "/etc",
+        "user": {"uid": 1, "gid": 1},
+        "terminal": False,
+    }
+    (tmp_path / "process.json").write_text(json.dumps(process))
+    out = rt("exec", "--process", str(tmp_path / "process.json"), container_id).stdout.split()
+    assert out[:4] == ["from-process-json", "/etc", "1", "CapEff:"]
+    assert int(out[4], 16) == 0  # no capabilities asked for
+    rt.delete(container_id)
+
+
+def test_exec_with_a_tty(rt, bundle):
+    container_id, _ = rt.start_detached(bundle.args("sleep", "60"))
+    proc = rt("exec", "--tty", container_id, "sh", "-c", "tty; echo tty-ok",
+              stdin=subprocess.DEVNULL)
+    lines = proc.stdout.replace("\r", "").split("\n")
+    assert lines[0].startswith("/dev/pts/"), proc.stdout
+    assert "tty-ok" in lines
+    rt.delete(container_id)
+
+
+def test_exec_tty_detached_through_a_console_socket(rt, bundle, tmp_path):
+    container_id, _ = rt.start_detached(bundle.args("sleep", "60"))
+    server = ConsoleServer(str(tmp_path / "exec-console.sock"))
+    try:
+        rt("exec", "--tty", "--detach", "--console-socket", server.path, container_id,
+           "sh", "-c", "echo detached-tty", stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+           stderr=subprocess.PIPE)
+        assert "detached-tty" in server.read_all().decode()
+    finally:
+        server.close()
+    rt.delete(container_id)
