@@ -293,11 +293,22 @@ def _docker_driver_name(images: Any) -> str:
     return "overlay2" if name.startswith("overlay") else name
 
 
-def make_container_service(cfg: DaemonConfig, events: Any, images: Any) -> Any:
-    """The container engine, once it exists; until then every container call is a 501."""
-    from kobako.api.services import UnavailableContainerService
+def make_container_service(cfg: DaemonConfig, events: Any, images: Any, conn: Any) -> Any:
+    """The container engine. Forks the zygote, so call it before any thread starts."""
+    from kobako.engine.containers import ContainerService
+    from kobako.engine.zygote import Zygote
 
-    return UnavailableContainerService()
+    if images is None:
+        from kobako.api.services import UnavailableContainerService
+
+        return UnavailableContainerService()
+    zygote = Zygote()
+    zygote.start()
+    service = ContainerService(data_root=cfg.data_root, exec_root=cfg.exec_root,
+                               events=events, images=images, conn=conn, zygote=zygote,
+                               log_defaults={"Type": cfg.log_driver, "Config": cfg.log_opts})
+    images.in_use = service.image_in_use  # rmi refuses an image a container uses
+    return service
 
 
 # --- serving --------------------------------------------------------------------------
@@ -339,6 +350,9 @@ async def serve(cfg: DaemonConfig, listeners: list[Listener], context: Any,
                 for sock in activated:
                     await web.SockSite(runner, sock).start()
             log.info("API listening on %s", lst.url)
+        startup = getattr(context.containers, "startup", None)
+        if startup is not None:
+            await startup()
         if ready is not None:
             ready()
         await stop.wait()
@@ -347,6 +361,9 @@ async def serve(cfg: DaemonConfig, listeners: list[Listener], context: Any,
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         await runner.cleanup()
+        shutdown = getattr(context.containers, "shutdown", None)
+        if shutdown is not None:
+            await shutdown()
         for path in unix_paths:
             remove_quietly(path)
 
@@ -384,7 +401,9 @@ def run(cfg: DaemonConfig) -> None:
         images = make_image_service(cfg, db_path, warnings)
         if images is not None and hasattr(images, "close"):
             stack.callback(images.close)
-        context = Context(config=cfg, containers=make_container_service(cfg, events, images),
+        # forks the zygote: no thread may exist yet (the image service starts its pool lazily)
+        containers = make_container_service(cfg, events, images, conn)
+        context = Context(config=cfg, containers=containers,
                           images=images, events=events, daemon_id=daemon_id(cfg.data_root),
                           storage_driver=_docker_driver_name(images),
                           warnings=warnings)

@@ -1,0 +1,1030 @@
+"""The container service: Docker's container lifecycle on kobako's runtime.
+
+    create  -> a record, a writable rootfs prepared by the image library
+    start   -> rootfs mounted, OCI bundle written, the zygote forks a monitor that
+               runs the container (see monitor.py); the daemon watches the monitor
+    exit    -> the monitor reports it (or leaves exit.json if the daemon was away)
+
+The daemon never enters a container and never waits on its processes itself, so
+it can be restarted while containers run: on start-up it finds each monitor again.
+Allowed transitions live in `Lifecycle` below, so "409 is not running" comes from
+one place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import secrets
+import signal as signal_module
+import time
+from collections.abc import Mapping
+
+from kobako.engine import monitor_link
+from kobako.engine.container_store import ContainerStore
+from kobako.engine.errors import (
+    Conflict,
+    EngineError,
+    InvalidParameter,
+    NotFound,
+    NotModified,
+)
+from kobako.engine.monitor import EXIT_FILE, MONITOR_FILE, now_rfc3339
+
+log = logging.getLogger("kobakod.containers")
+
+_NAME = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
+ZERO_TIME = "0001-01-01T00:00:00Z"
+
+
+class Container:
+    """A container's record (Docker's inspect document) and its live state in the daemon."""
+
+    def __init__(self, doc: dict):
+        self.doc = doc
+        self.lock = asyncio.Lock()
+        self.exited = asyncio.Event()  # set while not running
+        self.removed = asyncio.Event()
+        self.started = asyncio.Event()
+        self.watch_task: asyncio.Task | None = None
+        self.attach_pending = False
+        if not self.running:
+            self.exited.set()
+
+    @property
+    def id(self) -> str:
+        return self.doc["Id"]
+
+    @property
+    def name(self) -> str:
+        return self.doc["Name"].lstrip("/")
+
+    @property
+    def state(self) -> dict:
+        return self.doc["State"]
+
+    @property
+    def running(self) -> bool:
+        return bool(self.state.get("Running"))
+
+    @property
+    def private(self) -> dict:
+        return self.doc.setdefault("Kobako", {})
+
+
+class Lifecycle:
+    """Docker's allowed transitions, with its error wording."""
+
+    @staticmethod
+    def check_running(c: Container) -> None:
+        if not c.running:
+            raise Conflict(f"Container {c.id} is not running")
+
+    @staticmethod
+    def check_not_paused(c: Container) -> None:
+        if c.state.get("Paused"):
+            raise Conflict(f"Container {c.id} is paused, unpause the container before stopping or killing")
+
+    @staticmethod
+    def check_startable(c: Container) -> None:
+        if c.state.get("Paused"):
+            raise Conflict("cannot start a paused container, try unpause instead")
+        if c.running:
+            raise NotModified("container already started")
+
+    @staticmethod
+    def check_removable(c: Container, force: bool) -> None:
+        if c.running and not force:
+            raise Conflict(
+                f"You cannot remove a running container {c.id}. Stop the container before "
+                "attempting removal or force remove"
+            )
+
+
+class ContainerService:
+    def __init__(self, *, data_root: str, exec_root: str, events, images, conn, zygote,
+                 log_defaults: dict | None = None):
+        self.data_root = data_root
+        self.exec_root = exec_root
+        self.events = events
+        self.images = images
+        self.zygote = zygote
+        self.store = ContainerStore(conn)
+        self.log_defaults = log_defaults or {}
+        self.runtime_root = os.path.join(exec_root, "runtime")
+        self.sockets = os.path.join(exec_root, "m")
+        os.makedirs(self.runtime_root, mode=0o700, exist_ok=True)
+        os.makedirs(self.sockets, mode=0o700, exist_ok=True)
+        self.containers: dict[str, Container] = {c["Id"]: Container(c) for c in self.store.all()}
+        from kobako.engine.exec import ExecService
+
+        self.execs = ExecService(self)
+
+    # -- daemon lifecycle --------------------------------------------------------------
+
+    async def startup(self) -> None:
+        """Find every running container's monitor again (live restore)."""
+        self.zygote.attach(asyncio.get_running_loop())
+        for c in list(self.containers.values()):
+            if c.running:
+                await self._restore(c)
+
+    async def _restore(self, c: Container) -> None:
+        if os.path.exists(self._socket(c)):
+            self._watch(c)
+            return
+        await self._on_exit(c, self._read_exit_file(c) or {
+            "exit_code": 255, "finished_at": now_rfc3339(), "oom_killed": False,
+            "error": "the container's monitor is gone",
+        })
+
+    async def shutdown(self) -> None:
+        for c in self.containers.values():
+            if c.watch_task is not None:
+                c.watch_task.cancel()
+        self.zygote.stop()
+
+    # -- lookups -----------------------------------------------------------------------
+
+    def get(self, ref: str) -> Container:
+        if not ref:
+            raise NotFound("No such container: ")
+        if ref in self.containers:
+            return self.containers[ref]
+        name = ref.lstrip("/")
+        for c in self.containers.values():
+            if c.name == name:
+                return c
+        matches = [c for c in self.containers.values() if c.id.startswith(ref)]
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise InvalidParameter(f"multiple IDs found with provided prefix: {ref}")
+        raise NotFound(f"No such container: {ref}")
+
+    def _dir(self, c: Container | str) -> str:
+        cid = c if isinstance(c, str) else c.id
+        return os.path.join(self.data_root, "containers", cid)
+
+    def _socket(self, c: Container) -> str:
+        return os.path.join(self.sockets, c.id[:16] + ".sock")
+
+    def _log_path(self, c: Container) -> str:
+        return os.path.join(self._dir(c), f"{c.id}-json.log")
+
+    # -- create ------------------------------------------------------------------------
+
+    async def create(self, config: dict, host_config: dict, networking: dict,
+                     name: str | None, platform: str | None) -> dict:
+        from kobako.engine import oci_spec
+
+        config = dict(config or {})
+        host_config = dict(host_config or {})
+        image_ref = config.get("Image") or ""
+        if not image_ref:
+            raise InvalidParameter("config.Image must be set")
+        if name is not None and name != "":
+            if not _NAME.match(name):
+                raise InvalidParameter(
+                    f'Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed')
+            name = name.lstrip("/")
+            for other in self.containers.values():
+                if other.name == name:
+                    raise Conflict(
+                        f'Conflict. The container name "/{name}" is already in use by container '
+                        f'"{other.id}". You have to remove (or rename) that container to be able '
+                        "to reuse that name.")
+        else:
+            name = self._random_name()
+        image_id, image_config = await asyncio.to_thread(self._image, image_ref)
+        try:
+            command = oci_spec.resolve_command(config, image_config)
+        except ValueError as err:
+            raise InvalidParameter(str(err)) from None
+        self._check_host_config(host_config)
+        cid = secrets.token_hex(32)
+        os.makedirs(self._dir(cid), mode=0o710)
+        try:
+            spec = await asyncio.to_thread(self.images.prepare, cid, image_id)
+        except Exception:
+            os.rmdir(self._dir(cid))
+            raise
+        import dataclasses
+
+        created_ts = time.time()
+        merged_config = self._merge_config(config, image_config)
+        doc = {
+            "Id": cid,
+            "Created": now_rfc3339(created_ts),
+            "Path": command[0],
+            "Args": command[1:],
+            "State": {
+                "Status": "created", "Running": False, "Paused": False, "Restarting": False,
+                "OOMKilled": False, "Dead": False, "Pid": 0, "ExitCode": 0, "Error": "",
+                "StartedAt": ZERO_TIME, "FinishedAt": ZERO_TIME,
+            },
+            "Image": image_id,
+            "ResolvConfPath": os.path.join(self._dir(cid), "resolv.conf"),
+            "HostnamePath": os.path.join(self._dir(cid), "hostname"),
+            "HostsPath": os.path.join(self._dir(cid), "hosts"),
+            "LogPath": os.path.join(self._dir(cid), f"{cid}-json.log"),
+            "Name": "/" + name,
+            "RestartCount": 0,
+            "Driver": getattr(self.images, "driver", "overlay2"),
+            "Platform": "linux",
+            "MountLabel": "",
+            "ProcessLabel": "",
+            "AppArmorProfile": "",
+            "ExecIDs": None,
+            "HostConfig": _host_config_defaults(host_config),
+            "GraphDriver": {"Name": getattr(self.images, "driver", "overlay2"),
+                            "Data": {"MergedDir": spec.target, "UpperDir": spec.upper or ""}},
+            "Mounts": [],
+            "Config": merged_config,
+            "NetworkSettings": _network_settings(host_config),
+            "Kobako": {"rootfs": dataclasses.asdict(spec)},
+        }
+        self.store.insert(doc, created_ts)
+        c = Container(doc)
+        self.containers[cid] = c
+        self._event(c, "create")
+        return {"Id": cid, "Warnings": []}
+
+    def _image(self, ref: str) -> tuple[str, dict]:
+        from kobako.image.errors import NotFound as ImageNotFound
+
+        try:
+            image_id = self.images.resolve(ref)
+        except ImageNotFound:
+            raise NotFound(f"No such image: {ref}") from None
+        return image_id, (self.images.config(image_id).get("config") or {})
+
+    def _merge_config(self, config: dict, image_config: dict) -> dict:
+        from kobako.engine import oci_spec
+
+        merged = {
+            "Hostname": "", "Domainname": "", "User": "", "AttachStdin": False,
+            "AttachStdout": False, "AttachStderr": False, "Tty": False, "OpenStdin": False,
+            "StdinOnce": False, "Env": None, "Cmd": None, "Image": "", "Volumes": None,
+            "WorkingDir": "", "Entrypoint": None, "OnBuild": None, "Labels": {},
+        }
+        merged.update({k: v for k, v in config.items() if v is not None})
+        merged["Env"] = oci_spec.merged_env(config, image_config)
+        for key in ("Cmd", "Entrypoint", "WorkingDir", "User", "StopSignal", "Volumes",
+                    "ExposedPorts", "Healthcheck"):
+            if not config.get(key) and image_config.get(key) is not None:
+                if key == "Cmd" and config.get("Entrypoint") is not None:
+                    continue  # an Entrypoint given at create drops the image's Cmd
+                merged[key] = image_config[key]
+        labels = dict(image_config.get("Labels") or {})
+        labels.update(config.get("Labels") or {})
+        merged["Labels"] = labels
+        return merged
+
+    def _check_host_config(self, host_config: dict) -> None:
+        policy = (host_config.get("RestartPolicy") or {}).get("Name") or "no"
+        if policy not in ("no", "always", "unless-stopped", "on-failure", ""):
+            raise InvalidParameter(f"invalid restart policy '{policy}'")
+        if host_config.get("AutoRemove") and policy not in ("no", ""):
+            raise InvalidParameter(
+                "can't create 'AutoRemove' container with restart policy")
+
+    def _random_name(self) -> str:
+        from kobako.engine.names import random_name
+
+        taken = {c.name for c in self.containers.values()}
+        for attempt in range(100):
+            name = random_name(attempt > 5)
+            if name not in taken:
+                return name
+        raise EngineError("could not generate a container name")
+
+    # -- start -------------------------------------------------------------------------
+
+    async def start(self, ref: str, detach_keys: str | None = None) -> None:
+        c = self.get(ref)
+        async with c.lock:
+            Lifecycle.check_startable(c)
+            await self._start(c)
+
+    async def _start(self, c: Container) -> None:
+        try:
+            bundle = await asyncio.to_thread(self._write_bundle, c)
+        except ValueError as err:
+            if isinstance(err, EngineError):
+                raise
+            raise InvalidParameter(str(err)) from None
+        config = c.doc["Config"]
+        params = {
+            "id": c.id, "bundle": bundle, "runtime_root": self.runtime_root,
+            "socket": self._socket(c), "container_dir": self._dir(c),
+            "log_path": self._log_path(c),
+            "log_config": c.doc["HostConfig"].get("LogConfig"),
+            "tty": bool(config.get("Tty")), "open_stdin": bool(config.get("OpenStdin")),
+            "stdin_once": bool(config.get("StdinOnce")), "hold_output": c.attach_pending,
+        }
+        for stale in (EXIT_FILE, MONITOR_FILE):
+            try:
+                os.unlink(os.path.join(self._dir(c), stale))
+            except FileNotFoundError:
+                pass
+        reply = await self.zygote.request("container", params)
+        if not reply.get("ok"):
+            await asyncio.to_thread(self._unmount, c)
+            message = reply.get("error", "unknown error")
+            c.state.update({"Error": message, "ExitCode": 127 if "not found" in message
+                            or "no such file" in message else 128})
+            self.store.update(c.doc)
+            full = f"failed to create task for container: OCI runtime create failed: {message}"
+            if "not found" in message or "no such file" in message or "permission denied" in message:
+                raise InvalidParameter(full)
+            raise EngineError(full)
+        c.state.update({
+            "Status": "running", "Running": True, "Paused": False, "Restarting": False,
+            "OOMKilled": False, "Dead": False, "Pid": reply["pid"], "ExitCode": 0, "Error": "",
+            "StartedAt": reply["started_at"],
+        })
+        c.exited.clear()
+        c.started.set()
+        c.attach_pending = False
+        self.store.update(c.doc)
+        self._event(c, "start")
+        self._watch(c)
+
+    def _write_bundle(self, c: Container) -> str:
+        from kobako.engine import oci_spec
+        from kobako.image.snapshots import MountSpec, mount
+
+        spec = MountSpec(**c.private["rootfs"])
+        rootfs = mount(spec)
+        try:
+            host_config = c.doc["HostConfig"]
+            extra_mounts = self._etc_files(c, host_config)
+            namespaces = self._namespaces(host_config)
+            bundle = os.path.join(self._dir(c), "bundle")
+            os.makedirs(bundle, exist_ok=True)
+            doc = oci_spec.build_spec(
+                container_id=c.id, config=c.doc["Config"], host_config=host_config,
+                image_config={}, rootfs=rootfs, bundle=bundle, namespaces=namespaces,
+                extra_mounts=extra_mounts, init_path=_init_path(host_config),
+            )
+            tmp = os.path.join(bundle, "config.json.tmp")
+            with open(tmp, "w") as f:
+                json.dump(doc, f)
+            os.rename(tmp, os.path.join(bundle, "config.json"))
+            return bundle
+        except BaseException:
+            self._unmount(c)
+            raise
+
+    def _etc_files(self, c: Container, host_config: dict) -> list[dict]:
+        """/etc/hostname, /etc/hosts and /etc/resolv.conf, generated and bind-mounted."""
+        hostname = c.doc["Config"].get("Hostname") or c.id[:12]
+        c.doc["Config"]["Hostname"] = hostname
+        host_network = host_config.get("NetworkMode") == "host"
+        files = {
+            "hostname": (hostname + "\n") if not host_network else _read("/etc/hostname"),
+            "hosts": _read("/etc/hosts") if host_network else (
+                "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+                "fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\n"
+                "ff02::2\tip6-allrouters\n"
+                + "".join(f"{entry.split(':', 1)[1]}\t{entry.split(':', 1)[0]}\n"
+                          for entry in host_config.get("ExtraHosts") or [] if ":" in entry)
+            ),
+            "resolv.conf": _resolv_conf(host_config, host_network),
+        }
+        mounts = []
+        for name, content in files.items():
+            path = os.path.join(self._dir(c), name)
+            with open(path, "w") as f:
+                f.write(content)
+            mounts.append({"destination": f"/etc/{name}", "type": "bind", "source": path,
+                           "options": ["rbind", "rprivate"]})
+        return mounts
+
+    def _namespaces(self, host_config: dict) -> dict[str, str | None]:
+        """Namespace type -> None (new) or a path to join; absent: the host's."""
+        namespaces: dict[str, str | None] = {"mount": None}
+        for kind, key, entry in (("pid", "PidMode", "pid"), ("ipc", "IpcMode", "ipc"),
+                                 ("uts", "UTSMode", "uts"), ("network", "NetworkMode", "net")):
+            mode = host_config.get(key) or ""
+            if mode == "host":
+                continue
+            if mode.startswith("container:"):
+                other = self.get(mode.split(":", 1)[1])
+                if not other.running:
+                    raise Conflict(f"cannot join {kind} namespace of a non running container: "
+                                   f"container {other.id} is not running")
+                namespaces[kind] = f"/proc/{other.state['Pid']}/ns/{entry}"
+                continue
+            namespaces[kind] = None
+        from kobako.linux import cgroups
+
+        if (host_config.get("CgroupnsMode") or
+                ("private" if cgroups.host_mode() == "v2" else "host")) == "private":
+            namespaces["cgroup"] = None
+        return namespaces
+
+    def _unmount(self, c: Container) -> None:
+        from kobako.image.snapshots import MountSpec, unmount
+
+        unmount(MountSpec(**c.private["rootfs"]).target)
+
+    # -- watching the monitor ----------------------------------------------------------
+
+    def _watch(self, c: Container) -> None:
+        async def watch() -> None:
+            path = self._socket(c)
+            try:
+                exit_doc = await monitor_link.watch(path)
+            except monitor_link.MonitorGone:
+                exit_doc = None
+            if exit_doc is None:
+                exit_doc = self._read_exit_file(c) or await self._lost_monitor(c)
+            if exit_doc is not None:
+                await self._on_exit(c, exit_doc)
+
+        c.watch_task = asyncio.get_running_loop().create_task(watch())
+
+    async def _lost_monitor(self, c: Container) -> dict | None:
+        """The monitor went away without an exit notice: see what is really there."""
+        await asyncio.sleep(0.1)
+        exit_doc = self._read_exit_file(c)
+        if exit_doc:
+            return exit_doc
+        from kobako.runtime.container import Runtime
+        from kobako.runtime.errors import RuntimeFailure
+
+        runtime = Runtime(self.runtime_root)
+        try:
+            state = runtime.state(c.id)
+        except RuntimeFailure:
+            state = {"status": "stopped"}
+        if state["status"] in ("running", "paused", "created"):
+            log.warning("container %s runs on without its monitor (killed?); stopping it", c.id)
+            await asyncio.to_thread(runtime.delete, c.id, True)
+        else:
+            try:
+                await asyncio.to_thread(runtime.delete, c.id, True)
+            except RuntimeFailure:
+                pass
+        return {"exit_code": 137, "finished_at": now_rfc3339(), "oom_killed": False,
+                "error": "the container's monitor died"}
+
+    def _read_exit_file(self, c: Container) -> dict | None:
+        try:
+            with open(os.path.join(self._dir(c), EXIT_FILE)) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
+
+    async def _on_exit(self, c: Container, exit_doc: dict) -> None:
+        await asyncio.to_thread(self._unmount, c)
+        c.state.update({
+            "Status": "exited", "Running": False, "Paused": False, "Restarting": False,
+            "Pid": 0, "ExitCode": exit_doc.get("exit_code", 255),
+            "FinishedAt": exit_doc.get("finished_at") or now_rfc3339(),
+            "OOMKilled": bool(exit_doc.get("oom_killed")),
+            "Error": exit_doc.get("error", ""),
+        })
+        self.store.update(c.doc)
+        if c.state["OOMKilled"]:
+            self._event(c, "oom")
+        self._event(c, "die", {"exitCode": str(c.state["ExitCode"])})
+        c.started.clear()
+        c.exited.set()
+        if c.doc["HostConfig"].get("AutoRemove"):
+            try:
+                await self.remove(c.id, force=True, volumes=True, link=False)
+            except NotFound:
+                pass
+
+    # -- signals and stopping ----------------------------------------------------------
+
+    def _runtime(self):
+        from kobako.runtime.container import Runtime
+
+        return Runtime(self.runtime_root)
+
+    async def _signal(self, c: Container, sig: int, all_processes: bool = False) -> None:
+        from kobako.runtime.errors import RuntimeFailure
+
+        try:
+            await asyncio.to_thread(self._runtime().kill, c.id, sig, all_processes)
+        except RuntimeFailure as err:
+            if "not running" not in str(err) and "does not exist" not in str(err):
+                raise EngineError(f"cannot kill container {c.id}: {err}") from err
+
+    async def kill(self, ref: str, signal: str | None) -> None:
+        c = self.get(ref)
+        sig = parse_signal(signal or "SIGKILL")
+        Lifecycle.check_running(c)
+        await self._signal(c, sig, all_processes=sig == signal_module.SIGKILL)
+        self._event(c, "kill", {"signal": str(sig)})
+
+    async def stop(self, ref: str, timeout: int | None, signal: str | None) -> None:
+        c = self.get(ref)
+        if not c.running:
+            raise NotModified("container already stopped")
+        await self._stop(c, timeout, signal)
+
+    async def _stop(self, c: Container, timeout: int | None, signal: str | None) -> None:
+        config = c.doc["Config"]
+        sig = parse_signal(signal or config.get("StopSignal") or "SIGTERM")
+        if timeout is None:
+            timeout = config.get("StopTimeout")
+        if timeout is None:
+            timeout = 10
+        if c.state.get("Paused"):
+            await self.unpause(c.id)
+        await self._signal(c, sig)
+        self._event(c, "kill", {"signal": str(sig)})
+        if timeout < 0 or not await _wait_event(c.exited, timeout):
+            if timeout >= 0:
+                await self._signal(c, signal_module.SIGKILL, all_processes=True)
+                self._event(c, "kill", {"signal": str(int(signal_module.SIGKILL))})
+            if not await _wait_event(c.exited, 30):
+                raise EngineError(f"container {c.id} did not stop after SIGKILL")
+        self._event(c, "stop")
+
+    async def restart(self, ref: str, timeout: int | None, signal: str | None) -> None:
+        c = self.get(ref)
+        async with c.lock:
+            if c.running:
+                await self._stop(c, timeout, signal)
+            await self._start(c)
+        self._event(c, "restart")
+
+    async def pause(self, ref: str) -> None:
+        c = self.get(ref)
+        Lifecycle.check_running(c)
+        if c.state.get("Paused"):
+            raise Conflict(f"Container {c.id} is already paused")
+        await asyncio.to_thread(self._runtime().pause, c.id)
+        c.state.update({"Paused": True, "Status": "paused"})
+        self.store.update(c.doc)
+        self._event(c, "pause")
+
+    async def unpause(self, ref: str) -> None:
+        c = self.get(ref)
+        if not c.state.get("Paused"):
+            raise Conflict(f"Container {c.id} is not paused")
+        await asyncio.to_thread(self._runtime().resume, c.id)
+        c.state.update({"Paused": False, "Status": "running"})
+        self.store.update(c.doc)
+        self._event(c, "unpause")
+
+    # -- remove ------------------------------------------------------------------------
+
+    async def remove(self, ref: str, force: bool, volumes: bool, link: bool) -> None:
+        c = self.get(ref)
+        Lifecycle.check_removable(c, force)
+        if c.running:
+            if c.state.get("Paused"):
+                await asyncio.to_thread(self._runtime().kill, c.id, signal_module.SIGKILL, True)
+            await self._signal(c, signal_module.SIGKILL, all_processes=True)
+            if not await _wait_event(c.exited, 30):
+                raise EngineError(f"container {c.id} did not stop after SIGKILL")
+        if c.id not in self.containers:
+            return  # removed meanwhile (AutoRemove)
+        del self.containers[c.id]
+        await asyncio.to_thread(self._remove_files, c)
+        self.store.delete(c.id)
+        self._event(c, "destroy")
+        c.removed.set()
+
+    def _remove_files(self, c: Container) -> None:
+        import shutil
+
+        self._unmount(c)
+        self.images.release(c.id)
+        shutil.rmtree(self._dir(c), ignore_errors=True)
+
+    # -- waiting -----------------------------------------------------------------------
+
+    async def wait(self, ref: str, condition: str):
+        c = self.get(ref)
+        condition = condition or "not-running"
+        if condition not in ("not-running", "next-exit", "removed"):
+            raise InvalidParameter(f"invalid condition: \"{condition}\"")
+
+        async def result() -> dict:
+            if condition == "removed":
+                await c.removed.wait()
+            elif condition == "next-exit" or c.running:
+                if c.exited.is_set():
+                    await c.started.wait()
+                await c.exited.wait()
+            error = c.state.get("Error") or None
+            return {"StatusCode": c.state.get("ExitCode", 0),
+                    "Error": {"Message": error} if error else None}
+
+        return result()
+
+    # -- inspection --------------------------------------------------------------------
+
+    async def inspect(self, ref: str, size: bool) -> dict:
+        c = self.get(ref)
+        doc = {k: v for k, v in c.doc.items() if k != "Kobako"}
+        doc["ExecIDs"] = self.execs.ids_of(c.id) or None
+        return json.loads(json.dumps(doc))
+
+    async def list(self, all: bool, limit: int | None, size: bool,
+                   filters: Mapping[str, list[str]]) -> list[dict]:
+        containers = sorted(self.containers.values(), key=lambda c: c.doc["Created"],
+                            reverse=True)
+        filters = filters or {}
+        if not all and not any(k in filters for k in ("status", "exited")):
+            containers = [c for c in containers if c.running]
+        result = [c for c in containers if self._matches(c, filters)]
+        if limit is not None and limit > 0:
+            result = result[:limit]
+        return [self._summary(c) for c in result]
+
+    def _matches(self, c: Container, filters: Mapping[str, list[str]]) -> bool:
+        for key, values in filters.items():
+            if not values:
+                continue
+            if key == "status" and c.state["Status"] not in values:
+                return False
+            if key == "id" and not any(c.id.startswith(v) for v in values):
+                return False
+            if key == "name" and not any(re.search(v.lstrip("/"), c.name) for v in values):
+                return False
+            if key == "exited" and (c.running or c.state["Status"] != "exited"
+                                    or str(c.state["ExitCode"]) not in values):
+                return False
+            if key == "label" and not all(_label_matches(c.doc["Config"].get("Labels") or {}, v)
+                                          for v in values):
+                return False
+            if key == "ancestor" and not any(self._ancestor(c, v) for v in values):
+                return False
+            if key in ("before", "since"):
+                other = self.get(values[0])
+                if key == "before" and not c.doc["Created"] < other.doc["Created"]:
+                    return False
+                if key == "since" and not c.doc["Created"] > other.doc["Created"]:
+                    return False
+        return True
+
+    def _ancestor(self, c: Container, ref: str) -> bool:
+        if c.doc["Config"].get("Image") == ref or c.doc["Image"].startswith(ref):
+            return True
+        try:
+            return self.images.resolve(ref) == c.doc["Image"]
+        except Exception:  # noqa: BLE001 - an unknown image is simply no match
+            return False
+
+    def _summary(self, c: Container) -> dict:
+        command = " ".join([c.doc["Path"], *c.doc["Args"]])
+        return {
+            "Id": c.id,
+            "Names": ["/" + c.name],
+            "Image": c.doc["Config"].get("Image", ""),
+            "ImageID": c.doc["Image"],
+            "Command": command,
+            "Created": int(_parse_time(c.doc["Created"])),
+            "Ports": [],
+            "Labels": c.doc["Config"].get("Labels") or {},
+            "State": c.state["Status"],
+            "Status": _human_status(c.state),
+            "HostConfig": {"NetworkMode": c.doc["HostConfig"].get("NetworkMode", "default")},
+            "NetworkSettings": {"Networks": c.doc["NetworkSettings"].get("Networks", {})},
+            "Mounts": c.doc.get("Mounts") or [],
+        }
+
+    def image_in_use(self, image_id: str) -> bool:
+        return any(c.doc["Image"] == image_id for c in self.containers.values())
+
+    async def counts(self) -> dict[str, int]:
+        counts = {"running": 0, "paused": 0, "stopped": 0}
+        for c in self.containers.values():
+            if c.state.get("Paused"):
+                counts["paused"] += 1
+            elif c.running:
+                counts["running"] += 1
+            else:
+                counts["stopped"] += 1
+        return counts
+
+    async def rename(self, ref: str, new_name: str) -> None:
+        c = self.get(ref)
+        new_name = (new_name or "").lstrip("/")
+        if not _NAME.match(new_name or ""):
+            raise InvalidParameter(f"Invalid container name ({new_name}), only "
+                                   "[a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+        for other in self.containers.values():
+            if other.name == new_name and other is not c:
+                raise Conflict(f'Conflict. The container name "/{new_name}" is already in use '
+                               f'by container "{other.id}". You have to remove (or rename) that '
+                               "container to be able to reuse that name.")
+        old = c.name
+        c.doc["Name"] = "/" + new_name
+        self.store.update(c.doc)
+        self._event(c, "rename", {"oldName": "/" + old})
+
+    async def prune(self, filters: Mapping[str, list[str]]) -> dict:
+        deleted = []
+        for c in list(self.containers.values()):
+            if c.running:
+                continue
+            labels = c.doc["Config"].get("Labels") or {}
+            if not all(_label_matches(labels, v) for v in (filters or {}).get("label", [])):
+                continue
+            until = (filters or {}).get("until")
+            if until:
+                from kobako.engine.events import parse_timestamp
+
+                limit = parse_timestamp(until[0])
+                if limit is not None and _parse_time(c.doc["Created"]) > limit:
+                    continue
+            await self.remove(c.id, force=False, volumes=False, link=False)
+            deleted.append(c.id)
+        return {"ContainersDeleted": deleted, "SpaceReclaimed": 0}
+
+    async def top(self, ref: str, ps_args: str | None) -> dict:
+        c = self.get(ref)
+        Lifecycle.check_running(c)
+        return await asyncio.to_thread(self._top, c, ps_args or "-ef")
+
+    def _top(self, c: Container, ps_args: str) -> dict:
+        import shlex
+        import subprocess
+
+        pids = set(self._runtime().pids(c.id))
+        out = subprocess.run(["ps", *shlex.split(ps_args)], capture_output=True, text=True)
+        if out.returncode != 0:
+            raise InvalidParameter(f"ps: {out.stderr.strip()}")
+        lines = out.stdout.splitlines()
+        titles = lines[0].split()
+        if "PID" not in titles:
+            raise InvalidParameter("Couldn't find PID field in ps output")
+        column = titles.index("PID")
+        processes = []
+        for line in lines[1:]:
+            fields = line.split(None, len(titles) - 1)
+            if len(fields) > column and fields[column].isdigit() and int(fields[column]) in pids:
+                processes.append(fields)
+        return {"Titles": titles, "Processes": processes}
+
+    # -- streams -----------------------------------------------------------------------
+
+    async def logs(self, ref: str, *, follow: bool, stdout: bool, stderr: bool,
+                   since: float | None, until: float | None, timestamps: bool, tail: str):
+        from kobako.engine.logs import read_logs
+
+        c = self.get(ref)
+        log_type = (c.doc["HostConfig"].get("LogConfig") or {}).get("Type") or "json-file"
+        if log_type == "none":
+            raise InvalidParameter(
+                'configured logging driver does not support reading')
+        tail_n = None if tail in (None, "", "all") else int(tail)
+        chunks = read_logs(self._log_path(c), follow=follow, since=since, until=until,
+                           tail=tail_n, timestamps=timestamps, stdout=stdout, stderr=stderr,
+                           running=lambda: c.running)
+        return bool(c.doc["Config"].get("Tty")), chunks
+
+    async def attach(self, ref: str, *, stream: bool, logs: bool, stdin: bool, stdout: bool,
+                     stderr: bool, detach_keys: str | None):
+        from kobako.api.services import StreamIO
+
+        c = self.get(ref)
+        tty = bool(c.doc["Config"].get("Tty"))
+        if not c.running:
+            if c.state["Status"] not in ("created", "exited"):
+                raise Conflict(f"Container {c.id} is not running")
+            c.attach_pending = True
+        holder: dict[str, monitor_link.Attachment] = {}
+
+        async def connect() -> monitor_link.Attachment | None:
+            if "a" not in holder:
+                if not c.running:
+                    await c.started.wait()
+                holder["a"] = await monitor_link.attach(self._socket(c), stdin, stdout, stderr)
+            return holder["a"]
+
+        async def output():
+            attachment = await connect()
+            async for item in attachment.output():
+                yield item
+
+        async def write_stdin(data: bytes) -> None:
+            attachment = await connect()
+            await attachment.write_stdin(data)
+
+        async def close_stdin() -> None:
+            attachment = await connect()
+            await attachment.close_stdin()
+
+        async def detach() -> None:
+            if "a" in holder:
+                holder["a"].close()
+
+        return StreamIO(output=output(), write_stdin=write_stdin if stdin else None,
+                        close_stdin=close_stdin if stdin else None, detach=detach, tty=tty)
+
+    async def resize(self, ref: str, height: int, width: int) -> None:
+        c = self.get(ref)
+        Lifecycle.check_running(c)
+        await monitor_link.resize(self._socket(c), height, width)
+
+    async def stats(self, ref: str, stream: bool):
+        raise EngineError("stats are not available yet")
+
+    async def changes(self, ref: str) -> list[dict]:
+        raise EngineError("changes are not available yet")
+
+    async def export(self, ref: str):
+        raise EngineError("export is not available yet")
+
+    # -- exec --------------------------------------------------------------------------
+
+    async def exec_create(self, ref: str, config: dict) -> dict:
+        return await self.execs.create(self.get(ref), config)
+
+    async def exec_start(self, exec_id: str, *, detach: bool, tty: bool,
+                         detach_keys: str | None):
+        return await self.execs.start(exec_id, detach=detach)
+
+    async def exec_inspect(self, exec_id: str) -> dict:
+        return self.execs.inspect(exec_id)
+
+    async def exec_resize(self, exec_id: str, height: int, width: int) -> None:
+        await self.execs.resize(exec_id, height, width)
+
+    # -- events ------------------------------------------------------------------------
+
+    def _event(self, c: Container, action: str, extra: dict | None = None) -> None:
+        attrs = dict(c.doc["Config"].get("Labels") or {})
+        attrs.update({"image": c.doc["Config"].get("Image", ""), "name": c.name})
+        attrs.update(extra or {})
+        self.events.publish("container", action, c.id, attrs)
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+def parse_signal(value: str | int) -> int:
+    if isinstance(value, int) or str(value).isdigit():
+        return int(value)
+    name = str(value).upper()
+    if not name.startswith("SIG"):
+        name = "SIG" + name
+    try:
+        return int(signal_module.Signals[name])
+    except KeyError:
+        raise InvalidParameter(f"Invalid signal: {value}") from None
+
+
+async def _wait_event(event: asyncio.Event, timeout: float) -> bool:
+    try:
+        await asyncio.wait_for(event.wait(), timeout)
+        return True
+    except TimeoutError:
+        return False
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def _resolv_conf(host_config: dict, host_network: bool) -> str:
+    if host_config.get("Dns") or host_config.get("DnsSearch") or host_config.get("DnsOptions"):
+        lines = [f"nameserver {ns}" for ns in host_config.get("Dns") or []]
+        if host_config.get("DnsSearch"):
+            lines.append("search " + " ".join(host_config["DnsSearch"]))
+        if host_config.get("DnsOptions"):
+            lines.append("options " + " ".join(host_config["DnsOptions"]))
+        return "\n".join(lines) + "\n"
+    text = _read("/etc/resolv.conf")
+    if host_network:
+        return text
+    # a loopback resolver of the host is unreachable from the container's own network
+    return "".join(line + "\n" for line in text.splitlines()
+                   if not re.match(r"\s*nameserver\s+(127\.|::1)", line))
+
+
+def _init_path(host_config: dict) -> str | None:
+    if not host_config.get("Init"):
+        return None
+    import shutil
+
+    path = shutil.which("tini-static") or shutil.which("docker-init") or shutil.which("tini")
+    if not path:
+        raise InvalidParameter("--init needs tini (Debian package tini) on the host")
+    return path
+
+
+def _host_config_defaults(host_config: dict) -> dict:
+    doc = {
+        "Binds": None, "ContainerIDFile": "", "LogConfig": {"Type": "json-file", "Config": {}},
+        "NetworkMode": "default", "PortBindings": {}, "RestartPolicy": {"Name": "no",
+                                                                      "MaximumRetryCount": 0},
+        "AutoRemove": False, "VolumeDriver": "", "VolumesFrom": None, "CapAdd": None,
+        "CapDrop": None, "CgroupnsMode": "host", "Dns": [], "DnsOptions": [], "DnsSearch": [],
+        "ExtraHosts": None, "GroupAdd": None, "IpcMode": "private", "Cgroup": "", "Links": None,
+        "OomScoreAdj": 0, "PidMode": "", "Privileged": False, "PublishAllPorts": False,
+        "ReadonlyRootfs": False, "SecurityOpt": None, "UTSMode": "", "UsernsMode": "",
+        "ShmSize": 67108864, "Runtime": "kobako-runtime", "Isolation": "", "CpuShares": 0,
+        "Memory": 0, "NanoCpus": 0, "CgroupParent": "", "BlkioWeight": 0,
+        "BlkioWeightDevice": [], "BlkioDeviceReadBps": [], "BlkioDeviceWriteBps": [],
+        "BlkioDeviceReadIOps": [], "BlkioDeviceWriteIOps": [], "CpuPeriod": 0, "CpuQuota": 0,
+        "CpuRealtimePeriod": 0, "CpuRealtimeRuntime": 0, "CpusetCpus": "", "CpusetMems": "",
+        "Devices": [], "DeviceCgroupRules": None, "DeviceRequests": None,
+        "MemoryReservation": 0, "MemorySwap": 0, "MemorySwappiness": None,
+        "OomKillDisable": False, "PidsLimit": None, "Ulimits": None, "CpuCount": 0,
+        "CpuPercent": 0, "IOMaximumIOps": 0, "IOMaximumBandwidth": 0,
+        "MaskedPaths": None, "ReadonlyPaths": None,
+    }
+    doc.update({k: v for k, v in host_config.items() if v is not None})
+    if not (doc.get("LogConfig") or {}).get("Type"):
+        doc["LogConfig"] = {"Type": "json-file", "Config": (doc.get("LogConfig") or {}).get(
+            "Config") or {}}
+    if doc.get("NetworkMode") in ("", None):
+        doc["NetworkMode"] = "default"
+    return doc
+
+
+def _network_settings(host_config: dict) -> dict:
+    mode = host_config.get("NetworkMode") or "default"
+    return {
+        "Bridge": "", "SandboxID": "", "SandboxKey": "", "Ports": {},
+        "HairpinMode": False, "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0,
+        "SecondaryIPAddresses": None, "SecondaryIPv6Addresses": None, "EndpointID": "",
+        "Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "IPAddress": "",
+        "IPPrefixLen": 0, "IPv6Gateway": "", "MacAddress": "",
+        "Networks": {} if mode.startswith("container:") else {
+            ("bridge" if mode == "default" else mode): {
+                "IPAMConfig": None, "Links": None, "Aliases": None, "NetworkID": "",
+                "EndpointID": "", "Gateway": "", "IPAddress": "", "IPPrefixLen": 0,
+                "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
+                "MacAddress": "", "DriverOpts": None,
+            }
+        },
+    }
+
+
+def _label_matches(labels: dict, spec: str) -> bool:
+    key, sep, value = spec.partition("=")
+    if key not in labels:
+        return False
+    return not sep or labels[key] == value
+
+
+def _parse_time(text: str) -> float:
+    import calendar
+
+    base, _, frac = text.rstrip("Z").partition(".")
+    try:
+        seconds = calendar.timegm(time.strptime(base, "%Y-%m-%dT%H:%M:%S"))
+    except ValueError:
+        return 0.0
+    return seconds + (float("0." + frac) if frac else 0.0)
+
+
+def _human_duration(seconds: float) -> str:
+    """Docker's units.HumanDuration."""
+    s = int(seconds)
+    if s < 1:
+        return "Less than a second"
+    if s == 1:
+        return "1 second"
+    if s < 60:
+        return f"{s} seconds"
+    minutes = s // 60
+    if minutes == 1:
+        return "About a minute"
+    if minutes < 60:
+        return f"{minutes} minutes"
+    hours = round(s / 3600)
+    if hours == 1:
+        return "About an hour"
+    if hours < 48:
+        return f"{hours} hours"
+    if hours < 24 * 7 * 2:
+        return f"{hours // 24} days"
+    if hours < 24 * 30 * 2:
+        return f"{hours // 24 // 7} weeks"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24 // 30} months"
+    return f"{hours // 24 // 365} years"
+
+
+def _human_status(state: dict) -> str:
+    now = time.time()
+    if state.get("Running"):
+        up = f"Up {_human_duration(now - _parse_time(state['StartedAt']))}"
+        return up + " (Paused)" if state.get("Paused") else up
+    if state.get("Status") == "created":
+        return "Created"
+    if state.get("FinishedAt", ZERO_TIME) == ZERO_TIME:
+        return "Created"
+    ago = _human_duration(now - _parse_time(state["FinishedAt"]))
+    return f"Exited ({state.get('ExitCode', 0)}) {ago} ago"
+

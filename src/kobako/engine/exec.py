@@ -1,0 +1,198 @@
+"""Exec instances: a process started in a running container's namespaces and cgroup.
+
+Each exec start asks the zygote for an exec monitor (monitor.run_exec_monitor),
+which calls the runtime's spawn_exec and relays the process's IO over its socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+
+from kobako.engine import monitor_link
+from kobako.engine.errors import Conflict, InvalidParameter, NotFound
+
+
+class ExecInstance:
+    def __init__(self, exec_id: str, container, config: dict):
+        self.id = exec_id
+        self.container = container
+        self.config = config
+        self.running = False
+        self.exit_code: int | None = None
+        self.pid = 0
+        self.socket = ""
+        self.done = asyncio.Event()
+
+    def inspect(self) -> dict:
+        cmd = self.config.get("Cmd") or []
+        return {
+            "ID": self.id,
+            "Running": self.running,
+            "ExitCode": self.exit_code,
+            "ProcessConfig": {
+                "tty": bool(self.config.get("Tty")),
+                "entrypoint": cmd[0] if cmd else "",
+                "arguments": cmd[1:],
+                "privileged": bool(self.config.get("Privileged")),
+                "user": self.config.get("User") or "",
+            },
+            "OpenStdin": bool(self.config.get("AttachStdin")),
+            "OpenStderr": bool(self.config.get("AttachStderr")),
+            "OpenStdout": bool(self.config.get("AttachStdout")),
+            "CanRemove": False,
+            "ContainerID": self.container.id,
+            "DetachKeys": self.config.get("DetachKeys") or "",
+            "Pid": self.pid,
+        }
+
+
+class ExecService:
+    def __init__(self, containers):
+        self.containers = containers
+        self.instances: dict[str, ExecInstance] = {}
+
+    def ids_of(self, container_id: str) -> list[str]:
+        return [e.id for e in self.instances.values() if e.container.id == container_id]
+
+    def get(self, exec_id: str) -> ExecInstance:
+        instance = self.instances.get(exec_id)
+        if instance is None:
+            raise NotFound(f"No such exec instance: {exec_id}")
+        return instance
+
+    async def create(self, container, config: dict) -> dict:
+        if not container.running:
+            raise Conflict(f"Container {container.id} is not running")
+        if container.state.get("Paused"):
+            raise Conflict(f"Container {container.id} is paused, unpause the container before exec")
+        cmd = config.get("Cmd")
+        if not cmd or not isinstance(cmd, list) or not all(isinstance(a, str) for a in cmd):
+            raise InvalidParameter("No exec command specified")
+        exec_id = secrets.token_hex(32)
+        self.instances[exec_id] = ExecInstance(exec_id, container, dict(config))
+        self.containers._event(container, f"exec_create: {' '.join(cmd)}", {"execID": exec_id})
+        return {"Id": exec_id}
+
+    def inspect(self, exec_id: str) -> dict:
+        return self.get(exec_id).inspect()
+
+    async def start(self, exec_id: str, *, detach: bool):
+        from kobako.api.services import StreamIO
+
+        instance = self.get(exec_id)
+        if instance.running or instance.exit_code is not None:
+            raise Conflict(f"Exec command {exec_id} has already run")
+        container = instance.container
+        if not container.running:
+            raise Conflict(f"Container {container.id} is not running")
+        process = await asyncio.to_thread(self._process, instance)
+        instance.socket = os.path.join(self.containers.sockets, "x" + exec_id[:16] + ".sock")
+        config = instance.config
+        attach_stdin = bool(config.get("AttachStdin")) and not detach
+        reply = await self.containers.zygote.request("exec", {
+            "id": container.id, "runtime_root": self.containers.runtime_root,
+            "socket": instance.socket, "process": process, "open_stdin": attach_stdin,
+        })
+        if not reply.get("ok"):
+            message = reply.get("error", "exec failed")
+            instance.exit_code = 126 if "permission" in message else 127
+            raise InvalidParameter(f"OCI runtime exec failed: {message}")
+        instance.running = True
+        instance.pid = reply["pid"]
+        self.containers._event(container, f"exec_start: {' '.join(config['Cmd'])}",
+                               {"execID": exec_id})
+        if detach:
+            asyncio.get_running_loop().create_task(self._watch(instance))
+            return None
+        attachment = await monitor_link.attach(
+            instance.socket, attach_stdin, bool(config.get("AttachStdout", True)),
+            bool(config.get("AttachStderr", True)))
+
+        async def output():
+            try:
+                async for item in attachment.output():
+                    yield item
+            finally:
+                self._finished(instance, attachment.exit)
+
+        return StreamIO(
+            output=output(),
+            write_stdin=attachment.write_stdin if attach_stdin else None,
+            close_stdin=attachment.close_stdin if attach_stdin else None,
+            detach=self._detacher(instance, attachment),
+            tty=bool(process.get("terminal")),
+        )
+
+    def _detacher(self, instance: ExecInstance, attachment: monitor_link.Attachment):
+        async def detach() -> None:
+            attachment.close()
+            if instance.running:
+                asyncio.get_running_loop().create_task(self._watch(instance))
+        return detach
+
+    async def _watch(self, instance: ExecInstance) -> None:
+        try:
+            exit_doc = await monitor_link.watch(instance.socket)
+        except monitor_link.MonitorGone:
+            exit_doc = None
+        self._finished(instance, exit_doc)
+
+    def _finished(self, instance: ExecInstance, exit_doc: dict | None) -> None:
+        if exit_doc is None and instance.exit_code is None and instance.running:
+            return  # detached from a process that still runs; a watcher takes over
+        instance.running = False
+        if exit_doc is not None:
+            instance.exit_code = exit_doc.get("exit_code")
+            self.containers._event(instance.container, "exec_die",
+                                   {"execID": instance.id,
+                                    "exitCode": str(instance.exit_code)})
+        instance.done.set()
+
+    async def resize(self, exec_id: str, height: int, width: int) -> None:
+        instance = self.get(exec_id)
+        if not instance.running:
+            raise Conflict(f"Exec {exec_id} is not running")
+        await monitor_link.resize(instance.socket, height, width)
+
+    def _process(self, instance: ExecInstance) -> dict:
+        """The OCI process for the exec, from the container's own (caps, rlimits, ...)."""
+        from kobako.engine.users import resolve_user
+
+        c = instance.container
+        config = instance.config
+        bundle = os.path.join(self.containers._dir(c), "bundle")
+        with open(os.path.join(bundle, "config.json")) as f:
+            spec = json.load(f)
+        base = spec["process"]
+        env = list(base.get("env") or [])
+        keys = {e.split("=", 1)[0]: i for i, e in enumerate(env)}
+        for item in config.get("Env") or []:
+            key = item.split("=", 1)[0]
+            if key in keys:
+                env[keys[key]] = item
+            else:
+                env.append(item)
+        user = base.get("user") or {"uid": 0, "gid": 0}
+        if config.get("User"):
+            uid, gid, groups = resolve_user(spec["root"]["path"], config["User"], [])
+            user = {"uid": uid, "gid": gid, "additionalGids": groups}
+        process = {
+            "terminal": bool(config.get("Tty")),
+            "args": config["Cmd"],
+            "env": env,
+            "cwd": config.get("WorkingDir") or base.get("cwd") or "/",
+            "user": user,
+            "capabilities": base.get("capabilities"),
+            "noNewPrivileges": base.get("noNewPrivileges", False),
+            "rlimits": base.get("rlimits") or [],
+        }
+        if config.get("Privileged"):
+            from kobako.linux.capabilities import ALL_CAPS
+
+            names = list(ALL_CAPS)
+            process["capabilities"] = {k: names for k in
+                                       ("bounding", "effective", "permitted")}
+        return process
