@@ -66,8 +66,13 @@ def _open(name: str) -> OpenLogFile | None:
 
 
 def still_at_name(f: OpenLogFile) -> bool:
+    return is_at(f.name, f)
+
+
+def is_at(path: str, f: OpenLogFile) -> bool:
+    """Whether `f` is (still) the file at `path`."""
     try:
-        st = os.stat(f.name)
+        st = os.stat(path)
     except FileNotFoundError:
         return False
     return (st.st_dev, st.st_ino) == f.key

@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from urllib.parse import quote_plus
 
-from kobako.engine.logs.files import OpenLogFile, open_chain, still_at_name
+from kobako.engine.logs.files import OpenLogFile, is_at, open_chain
 from kobako.engine.logs.record import (
     NS,
     CorruptRecord,
@@ -228,32 +228,38 @@ class _Reader:
 
     async def run(self, tail: int | None) -> AsyncIterator[tuple[int, bytes]]:
         self.files = open_chain(self.path)
+        if not self.files:
+            if not self.follow:
+                return
+            self.files = await self._wait_for_chain()  # nothing to tail: read it all
+            tail = None
+            if not self.files:
+                return
         if tail is not None and tail >= 0:
             plan = _plan_tail(self.files, tail)
         else:
             plan = [(f, 0) for f in self.files]
-        current = self.files[-1] if self.files and self.files[-1].name == self.path else None
-        for f, start in plan:
-            if f is current:
-                continue
-            async for item in self._read_whole(f, start):
-                yield item
-        for f in self.files:
-            if f is not current:
-                f.close()
+        starts = {id(f): start for f, start in plan}
+        last = self.files[-1]
+        for f in self.files[:-1]:
+            if id(f) in starts:
+                async for item in self._read_whole(f, starts[id(f)]):
+                    yield item
+            f.close()
         self.files = []
-        if current is None:
+        if last.name != self.path:
+            # Only rotated files (the writer is between rename and create): read the
+            # newest, then carry on from it as from a file that was just rotated away.
+            if id(last) in starts:
+                async for item in self._read_whole(last, starts[id(last)]):
+                    yield item
             if not self.follow:
+                last.close()
                 return
-            current = await self._wait_for_file()
-            if current is None:
-                return
-            start = 0
+            self.current, self.offset = last, os.fstat(last.fd).st_size
         else:
-            start = next((s for f, s in plan if f is current), None)
-            if start is None:  # the tail was satisfied by newer lines only: none
-                start = os.fstat(current.fd).st_size
-        self.current, self.offset = current, start
+            self.current = last
+            self.offset = starts.get(id(last), os.fstat(last.fd).st_size)
         if not self.follow:
             while lines := self._read_available():
                 async for item in self._emit(iter(lines)):
@@ -262,14 +268,13 @@ class _Reader:
         async for item in self._follow():
             yield item
 
-    async def _wait_for_file(self) -> OpenLogFile | None:
+    async def _wait_for_chain(self) -> list[OpenLogFile]:
+        """Follow a log that does not exist yet: wait for its files, or for the exit."""
         while True:
             alive = self.running()
-            files = open_chain(self.path, with_rotated=False)
-            if files:
-                return files[0]
-            if not alive:
-                return None
+            files = open_chain(self.path)
+            if files or not alive:
+                return files
             await asyncio.sleep(self.poll_interval)
 
     def _read_available(self) -> list[bytes]:
@@ -297,7 +302,7 @@ class _Reader:
                     yield item
             before = self.current
             assert before is not None
-            if not still_at_name(before):
+            if not is_at(self.path, before):
                 async for item in self._after_rotation():
                     yield item
                 progressed = self.current is not before
