@@ -211,3 +211,11 @@ def test_unknown_stream_is_a_programming_error(log_path):
     with pytest.raises(ValueError):
         w.write("stdin", b"x\n")
     w.close()
+
+
+def test_remove_logs_takes_leftovers_of_compression_but_nothing_else(log_path, tmp_path):
+    for name in ("c-json.log", "c-json.log.1", "c-json.log.2.gz", "c-json.log.1.gz.tmp",
+                 "other-json.log", "c-json.log.bak"):
+        (tmp_path / name).write_bytes(b"x")
+    remove_logs(log_path)
+    assert sorted(os.listdir(tmp_path)) == ["c-json.log.bak", "other-json.log"]

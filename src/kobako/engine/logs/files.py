@@ -119,10 +119,16 @@ def log_usage(path: str) -> int:
 
 
 def remove_logs(path: str) -> None:
-    """Delete the log and its rotations; missing files are fine."""
-    for name in [n for _, n in rotated_paths(path)] + [path]:
-        for candidate in (name, name + ".tmp"):
+    """Delete the log, its rotations and any half-written compressed copy."""
+    directory, base = os.path.split(path)
+    pattern = re.compile(re.escape(base) + r"(\.\d+)?(\.gz)?(\.tmp)?$")
+    try:
+        names = os.listdir(directory or ".")
+    except FileNotFoundError:
+        return
+    for name in names:
+        if pattern.match(name):
             try:
-                os.unlink(candidate)
+                os.unlink(os.path.join(directory, name))
             except FileNotFoundError:
                 continue

@@ -305,7 +305,7 @@ class _Reader:
             if not is_at(self.path, before):
                 async for item in self._after_rotation():
                     yield item
-                progressed = self.current is not before
+                progressed = progressed or self.current is not before
             if self.current is None:
                 return
             if progressed:

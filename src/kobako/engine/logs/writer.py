@@ -217,7 +217,8 @@ class JsonFileWriter:
             return
         for index, name in rotated_paths(self.path):
             if index >= self.max_file - 1:
-                for victim in (name, name.removesuffix(".gz"), name.removesuffix(".gz") + ".gz"):
+                plain = name.removesuffix(".gz")
+                for victim in (plain, plain + ".gz"):
                     try:
                         os.unlink(victim)  # the oldest, and leftovers of a larger max-file
                     except FileNotFoundError:
