@@ -1064,33 +1064,56 @@ def _sysctl_exists(key: str) -> bool:
 
 
 def ensure_working_dir(rootfs: str, path: str) -> None:
-    """Create the working directory inside the rootfs (root-owned, 0755) as dockerd does,
-    resolving every component inside the rootfs (it is untrusted)."""
+    """Create the working directory inside the rootfs (root-owned, 0755) as dockerd does.
+
+    The rootfs is untrusted: symlinks are followed by hand with the rootfs as "/"
+    (like Docker's FollowSymlinkInScope), every directory is opened with
+    openat2(RESOLVE_IN_ROOT) and created with mkdirat below it, so nothing outside
+    the rootfs is ever touched.
+    """
     from kobako.linux import syscalls
 
     sys = syscalls.real()
     resolve = syscalls.RESOLVE_IN_ROOT | syscalls.RESOLVE_NO_MAGICLINKS
-    parent = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    root_fd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    resolved: list[str] = []
+    pending = posixpath.normpath("/" + path).split("/")
+    links = 0
     try:
-        for name in [p for p in path.split("/") if p and p != "."]:
+        while pending:
+            name = pending.pop(0)
+            if name in ("", "."):
+                continue
+            if name == "..":
+                if resolved:
+                    resolved.pop()
+                continue
+            parent = sys.openat2(root_fd, "/" + "/".join(resolved),
+                                 os.O_PATH | os.O_DIRECTORY, 0, resolve)
             try:
-                fd = sys.openat2(parent, name, os.O_PATH | os.O_DIRECTORY, 0, resolve)
-            except FileNotFoundError:
                 try:
+                    info = os.stat(name, dir_fd=parent, follow_symlinks=False)
+                except FileNotFoundError:
                     os.mkdir(name, 0o755, dir_fd=parent)
-                except FileExistsError:
-                    pass  # raced with something else: open it below
-                fd = sys.openat2(parent, name, os.O_PATH | os.O_DIRECTORY, 0, resolve)
-            except NotADirectoryError:
-                raise InvalidParameter(f"Cannot mkdir: {path} is not a directory") from None
-            os.close(parent)
-            parent = fd
+                    info = os.stat(name, dir_fd=parent, follow_symlinks=False)
+                if stat.S_ISLNK(info.st_mode):
+                    links += 1
+                    if links > 40:
+                        raise InvalidParameter(f"Cannot mkdir: {path}: too many symlinks")
+                    target = os.readlink(name, dir_fd=parent)
+                    if target.startswith("/"):
+                        resolved = []
+                    pending = target.split("/") + pending
+                elif stat.S_ISDIR(info.st_mode):
+                    resolved.append(name)
+                else:
+                    raise InvalidParameter(f"Cannot mkdir: {path} is not a directory")
+            finally:
+                os.close(parent)
     except OSError as err:
-        if isinstance(err, NotADirectoryError):
-            raise InvalidParameter(f"Cannot mkdir: {path} is not a directory") from None
         raise EngineError(f"create working directory {path}: {err}") from None
     finally:
-        os.close(parent)
+        os.close(root_fd)
 
 
 # --- the spec ---------------------------------------------------------------------------------
