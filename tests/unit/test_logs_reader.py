@@ -251,12 +251,16 @@ def test_follow_through_several_rotations_between_polls(log_path, opts):
     assert lines_of(got) == expected(range(n))
 
 
-def test_follow_while_a_writer_thread_rotates_no_loss_no_duplicates(log_path):
+@pytest.mark.parametrize("compress", ["false", "true"])
+def test_follow_while_a_writer_thread_rotates_no_loss_no_duplicates(log_path, compress):
+    # With compress, rotated files are gzipped (and renamed) in the writer's own
+    # thread while the reader looks for the file it followed among them.
     total = 3000
     done = threading.Event()
 
     def writer():
-        w = JsonFileWriter(log_path, cfg(**{"max-size": "4k", "max-file": "50"}))
+        w = JsonFileWriter(log_path, cfg(**{"max-size": "4k", "max-file": "50",
+                                            "compress": compress}))
         for i in range(total):
             w.write("stderr" if i % 7 == 0 else "stdout", f"line {i}\n".encode())
             if i % 50 == 0:
