@@ -219,3 +219,15 @@ def test_remove_logs_takes_leftovers_of_compression_but_nothing_else(log_path, t
         (tmp_path / name).write_bytes(b"x")
     remove_logs(log_path)
     assert sorted(os.listdir(tmp_path)) == ["c-json.log.bak", "other-json.log"]
+
+
+def test_one_big_write_rotates_between_its_records(log_path):
+    w = JsonFileWriter(log_path, cfg(**{"max-size": "1k", "max-file": "20"}))
+    w.write("stdout", b"".join(f"line {i:04d}\n".encode() for i in range(100)), now=T0)
+    w.close()
+    names = [log_path + f".{i}" for i in range(19, 0, -1) if os.path.exists(log_path + f".{i}")]
+    assert len(names) > 5
+    got = [r["log"] for p in names + [log_path] for r in records(p)]
+    assert got == [f"line {i:04d}\n" for i in range(100)]
+    for name in names:
+        assert os.path.getsize(name) < 1000 + 100
