@@ -136,7 +136,8 @@ async def create(request: web.Request) -> web.StreamResponse:
         auth = registry_auth(request)
         result = await _progress_call(request, lambda progress: backend.pull(
             reference, platform=platform, auth=auth, progress=progress))
-        ctx(request).events.publish("image", "pull", reference, {"name": reference})
+        ctx(request).events.publish("image", "pull", _familiar(reference),
+                                    {"name": _familiar(reference)})
         return result
     if from_src:
         return await _import(request, from_src, tag, platform)
@@ -222,7 +223,8 @@ async def _import(request: web.Request, src: str, tag: str | None,
                               platform=platform))
     finally:
         body.close()
-    ctx(request).events.publish("image", "import", image_id, {"name": ref or image_id})
+    ctx(request).events.publish("image", "import", image_id,
+                                {"name": _familiar(ref) if ref else image_id})
     stream = JSONStream(request)
     await stream.send({"status": image_id})
     return await stream.finish()
@@ -247,8 +249,27 @@ async def tag(request: web.Request) -> web.Response:
         raise BadRequest("repository name is required (repo=)")
     target = _join_ref(repo, str_param(request, "tag") or "latest")
     await asyncio.to_thread(backend.tag, name, target)
-    ctx(request).events.publish("image", "tag", name, {"name": target})
+    ctx(request).events.publish("image", "tag", await _image_id(backend, target),
+                                {"name": _familiar(target)})
     return web.Response(status=201)
+
+
+def _familiar(ref: str) -> str:
+    """Docker names images in events the short way ("busybox:latest")."""
+    try:
+        from kobako.image.reference import parse
+
+        return parse(ref).familiar()
+    except Exception:  # an event must not fail the request it reports
+        return ref
+
+
+async def _image_id(backend: Any, ref: str) -> str:
+    try:
+        doc = await asyncio.to_thread(backend.inspect, ref)
+        return str(doc.get("Id") or ref)
+    except Exception:  # as above: best effort for the event's actor
+        return ref
 
 
 async def remove(request: web.Request) -> web.Response:

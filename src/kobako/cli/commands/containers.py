@@ -52,8 +52,11 @@ def _create(state: State, opts: dict[str, Any], image: str, command: tuple[str, 
 
     def pull_image() -> None:
         ctx = click.get_current_context()
-        ctx.invoke(pull_cmd, name=image, all_tags=False, platform=opts.get("platform"),
-                   quiet=True)
+        try:
+            ctx.invoke(pull_cmd, name=image, all_tags=False, platform=opts.get("platform"),
+                       quiet=True)
+        except CLIError as exc:  # docker's run/create report every daemon failure as 125
+            raise CLIError(exc.message, 125) from exc
 
     if opts.get("pull_policy") == "always":
         pull_image()

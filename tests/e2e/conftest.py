@@ -1,0 +1,32 @@
+"""Fixtures for end-to-end tests: a kobakod on its own socket and state dirs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+from daemon_fixture import DOCKER, Daemon
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="kobakod e2e tests run as root")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "tests/e2e/" in str(item.fspath):
+            item.add_marker(needs_root)
+            item.add_marker(pytest.mark.root)
+
+
+@pytest.fixture
+def kobakod():
+    daemon = Daemon().start()
+    yield daemon
+    daemon.stop()
+
+
+@pytest.fixture
+def docker_cli():
+    if not os.path.exists(DOCKER) and shutil.which("docker") is None:
+        pytest.skip("the docker CLI is not installed")
+    return DOCKER
