@@ -320,7 +320,8 @@ async def serve(cfg: DaemonConfig, listeners: list[Listener], context: Any,
     from kobako.api.server import create_app
 
     app = create_app(context)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE,
+    access_log = logging.getLogger("kobakod.access") if cfg.log_level == "debug" else None
+    runner = web.AppRunner(app, access_log=access_log, shutdown_timeout=SHUTDOWN_GRACE,
                            max_field_size=MAX_HEADER_FIELD, max_line_size=MAX_HEADER_FIELD,
                            handle_signals=False)
     await runner.setup()
