@@ -122,7 +122,13 @@ def test_caller_namespaces_join_paths(rootfs):
 # --- capabilities ---------------------------------------------------------------------
 
 
-ALL = sorted(capabilities.ALL_CAPS, key=capabilities.ALL_CAPS.__getitem__)
+ALL = oci_spec.all_capabilities()
+
+
+def test_all_capabilities_are_those_this_process_holds():
+    held = set(capabilities.current()["effective"]) or set(capabilities.ALL_CAPS)
+    assert ALL and set(ALL) <= held and set(ALL) <= set(capabilities.ALL_CAPS)
+    assert ALL == sorted(ALL, key=capabilities.KNOWN_CAPS.__getitem__)
 
 
 @pytest.mark.parametrize("cap_add, cap_drop, expected", [

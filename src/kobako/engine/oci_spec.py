@@ -16,6 +16,7 @@ its warnings), and the exec path `exec_process`.
 from __future__ import annotations
 
 import copy
+import functools
 import glob
 import json
 import logging
@@ -319,6 +320,18 @@ def verify_host_config(host_config: dict, config: dict | None = None) -> list[st
 # --- capabilities (daemon/pkg/oci/caps) ----------------------------------------------------
 
 
+@functools.cache
+def _available_capabilities() -> frozenset[str]:
+    # As containerd's cap.Current(): what this process holds. A daemon without, say,
+    # CAP_SYS_RESOURCE cannot give it to a container (capset would fail).
+    try:
+        effective = caps_mod.current()["effective"]
+    except (OSError, KeyError, ValueError) as err:
+        log.error("failed to get capabilities from current environment: %s", err)
+        return frozenset(caps_mod.ALL_CAPS)
+    return frozenset(effective) & frozenset(caps_mod.ALL_CAPS) or frozenset(caps_mod.ALL_CAPS)
+
+
 def _normalize_caps(names: list[str]) -> list[str]:
     normalized = []
     for name in names:
@@ -328,7 +341,7 @@ def _normalize_caps(names: list[str]) -> list[str]:
         if cap != "ALL":
             if cap not in caps_mod.KNOWN_CAPS:
                 raise InvalidParameter(f"unknown capability: {_quote(cap)}")
-            if cap not in caps_mod.ALL_CAPS:
+            if cap not in _available_capabilities():
                 raise InvalidParameter("capability not supported by your kernel or not "
                                        f"available in the current environment: {_quote(cap)}")
         normalized.append(cap)
@@ -336,8 +349,8 @@ def _normalize_caps(names: list[str]) -> list[str]:
 
 
 def all_capabilities() -> list[str]:
-    """Every capability this kernel has, by number (a privileged container's set)."""
-    return sorted(caps_mod.ALL_CAPS, key=caps_mod.ALL_CAPS.__getitem__)
+    """Every capability available here, by number (a privileged container's set)."""
+    return sorted(_available_capabilities(), key=caps_mod.KNOWN_CAPS.__getitem__)
 
 
 def capabilities_for(host_config: dict) -> list[str]:
