@@ -178,8 +178,11 @@ async def pump(hj: Hijacked, sio: StreamIO, *, stdin: bool, detach_keys: str | N
         while True:
             data = await hj.read()
             if data is None:
-                if hj.half_closed and sio.close_stdin is not None:
-                    await sio.close_stdin()
+                if hj.half_closed:
+                    # the client is done sending (the docker CLI half-closes at once when
+                    # stdin is not attached): keep streaming output until the process ends
+                    if sio.close_stdin is not None:
+                        await sio.close_stdin()
                     return "stdin-closed"
                 return "gone"
             if scanner is None or sio.write_stdin is None:

@@ -334,11 +334,17 @@ class ContainerService:
         reply = await self.zygote.request("container", params)
         if not reply.get("ok"):
             await asyncio.to_thread(self._unmount, c)
+            c.attach_pending = False
             message = reply.get("error", "unknown error")
             c.state.update({"Error": message, "ExitCode": 127 if "not found" in message
                             or "no such file" in message else 128})
             self.store.update(c.doc)
             full = f"failed to create task for container: OCI runtime create failed: {message}"
+            if c.doc["HostConfig"].get("AutoRemove"):
+                # as Docker: a --rm container that cannot start is removed (the CLI waits
+                # for condition=removed)
+                asyncio.get_running_loop().create_task(
+                    self.remove(c.id, force=True, volumes=True, link=False))
             if "not found" in message or "no such file" in message or "permission denied" in message:
                 raise InvalidParameter(full)
             raise EngineError(full)
@@ -781,7 +787,10 @@ class ContainerService:
         if log_type == "none":
             raise InvalidParameter(
                 'configured logging driver does not support reading')
-        tail_n = None if tail in (None, "", "all") else int(tail)
+        try:
+            tail_n = None if tail in (None, "", "all") else int(tail)
+        except ValueError:
+            raise InvalidParameter(f"invalid value for tail: {tail!r}") from None
         chunks = read_logs(self._log_path(c), follow=follow, since=since, until=until,
                            tail=tail_n, timestamps=timestamps, stdout=stdout, stderr=stderr,
                            running=lambda: c.running)
@@ -801,23 +810,30 @@ class ContainerService:
 
         async def connect() -> monitor_link.Attachment | None:
             if "a" not in holder:
-                if not c.running:
-                    await c.started.wait()
-                holder["a"] = await monitor_link.attach(self._socket(c), stdin, stdout, stderr)
+                if not c.running and not await _first_set(c.started, c.removed):
+                    return None  # removed without ever starting
+                try:
+                    holder["a"] = await monitor_link.attach(self._socket(c), stdin, stdout,
+                                                            stderr)
+                except monitor_link.MonitorGone:
+                    return None  # it ended before we got there
             return holder["a"]
 
         async def output():
             attachment = await connect()
-            async for item in attachment.output():
-                yield item
+            if attachment is not None:
+                async for item in attachment.output():
+                    yield item
 
         async def write_stdin(data: bytes) -> None:
             attachment = await connect()
-            await attachment.write_stdin(data)
+            if attachment is not None:
+                await attachment.write_stdin(data)
 
         async def close_stdin() -> None:
             attachment = await connect()
-            await attachment.close_stdin()
+            if attachment is not None:
+                await attachment.close_stdin()
 
         async def detach() -> None:
             if "a" in holder:
@@ -876,6 +892,17 @@ def parse_signal(value: str | int) -> int:
         return int(signal_module.Signals[name])
     except KeyError:
         raise InvalidParameter(f"Invalid signal: {value}") from None
+
+
+async def _first_set(wanted: asyncio.Event, other: asyncio.Event) -> bool:
+    """Wait until either event is set; whether `wanted` is."""
+    tasks = [asyncio.ensure_future(wanted.wait()), asyncio.ensure_future(other.wait())]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+    return wanted.is_set()
 
 
 async def _wait_event(event: asyncio.Event, timeout: float) -> bool:

@@ -95,6 +95,7 @@ class ExecService:
         reply = await self.containers.zygote.request("exec", {
             "id": container.id, "runtime_root": self.containers.runtime_root,
             "socket": instance.socket, "process": process, "open_stdin": attach_stdin,
+            "hold_output": not detach,
         })
         if not reply.get("ok"):
             message = reply.get("error", "exec failed")

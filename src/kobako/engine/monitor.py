@@ -31,6 +31,7 @@ import time
 STDIN, STDOUT, STDERR, CONTROL = 0, 1, 2, 3
 HEADER = struct.Struct(">BxxxI")
 HELD_OUTPUT_LIMIT = 4 << 20  # bytes of output kept for an attach that is on its way
+ATTACH_GRACE = 10.0  # seconds an announced attach may take to arrive
 EXIT_FILE = "exit.json"
 MONITOR_FILE = "monitor.json"
 
@@ -111,6 +112,17 @@ class Relay:
                     self.selector.unregister(pidfd)
                 elif isinstance(kind, Client):
                     self._read_client(kind)
+
+    def await_attach(self, timeout: float) -> None:
+        """Output is held for an attach that was announced but has not connected yet (the
+        process may end first): give it a moment to come and collect what was held."""
+        deadline = time.monotonic() + timeout
+        while self.held is not None and time.monotonic() < deadline:
+            for key, _ in self.selector.select(max(0.0, deadline - time.monotonic())):
+                if key.data == "accept":
+                    self._accept()
+                elif isinstance(key.data, Client):
+                    self._read_client(key.data)
 
     def _accept(self) -> None:
         try:
@@ -257,6 +269,10 @@ def _become_monitor(name: str) -> None:
     from kobako.linux import syscalls as sc
 
     os.setsid()
+    null = os.open("/dev/null", os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)  # let go of the daemon's log and terminal
+    os.close(null)
     sys = sc.real()
     sys.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
     _set_name(name)
@@ -333,6 +349,7 @@ def run_container_monitor(params: dict, reply) -> None:
     reply({"ok": True, "pid": state.pid, "started_at": started})
     pidfd = os.pidfd_open(state.pid)
     relay.run_until(pidfd)
+    relay.await_attach(ATTACH_GRACE)
     exit_doc = _reap(state.pid, runtime, cid, params)
     log.flush()
     log.close()
@@ -375,7 +392,7 @@ def run_exec_monitor(params: dict, reply) -> None:
     _become_monitor("kobako-exec")
     runtime = Runtime(params["runtime_root"])
     listener = _listen(params["socket"])
-    relay = Relay(listener, None, hold_output=True)
+    relay = Relay(listener, None, hold_output=params.get("hold_output", True))
     process = params["process"]
     tty = bool(process.get("terminal"))
     child_fds, console, ours = _stdio(tty, params.get("open_stdin", False))
@@ -400,6 +417,7 @@ def run_exec_monitor(params: dict, reply) -> None:
     reply({"ok": True, "pid": pid})
     pidfd = os.pidfd_open(pid)
     relay.run_until(pidfd)
+    relay.await_attach(ATTACH_GRACE)
     _, status_code = os.waitpid(pid, 0)
     code = os.waitstatus_to_exitcode(status_code)
     relay.finish({"exit_code": code if code >= 0 else 128 - code})

@@ -39,9 +39,13 @@ class Zygote:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = os.fork()
         if pid == 0:
-            ours.close()
             code = 0
             try:
+                # keep nothing of the daemon's: not its data-root lock (monitors would hold
+                # it for as long as they live), not its database, not its sockets
+                from kobako.runtime.process import close_fds_except
+
+                close_fds_except({0, 1, 2, theirs.fileno()})
                 _serve(theirs)
             except BaseException:  # noqa: BLE001 - the zygote must never unwind into the daemon
                 code = 1
