@@ -649,3 +649,11 @@ def test_exec_process(rootfs):
                                        exec_config={"Cmd": ["id"], "Privileged": True})
     assert privileged["capabilities"]["effective"] == ALL
     assert privileged["user"] == spec["process"]["user"]
+
+
+def test_write_config(rootfs, tmp_path):
+    spec = build(rootfs)
+    path = oci_spec.write_config(str(tmp_path / "bundle"), spec)
+    with open(path) as handle:
+        assert json.load(handle) == spec
+    assert os.listdir(tmp_path / "bundle") == ["config.json"]

@@ -1146,6 +1146,12 @@ def build_spec(*, container_id: str, config: dict, host_config: dict, image_conf
     when the container names none (Docker's built-in one otherwise).
     `create_paths`: create missing `-v` bind sources and the working directory, as
     dockerd does at start (tests of the pure conversion turn it off).
+    `config`: the raw create request's Config with `image_config`, or the Config as
+    stored at create (already `merge_config`ed) with image_config={} - merging a stored
+    config with the image again would bring back an Entrypoint `--entrypoint ""` reset.
+    `extra_mounts`: OCI mounts from the volumes/network code (volumes, /etc/hosts,
+    /etc/resolv.conf, and /dev/shm for IpcMode shareable or container:<id>); a user's
+    bind or tmpfs at the same destination wins. IpcMode host binds the host's /dev/shm.
     `bundle` is where config.json goes; the spec itself does not refer to it.
     """
     del bundle  # part of the interface for the caller's symmetry; nothing refers to it
@@ -1352,3 +1358,16 @@ def exec_process(*, container_spec: dict, exec_config: dict, container_config: d
         every = all_capabilities()
         process["capabilities"] = {"bounding": every, "effective": every, "permitted": every}
     return process
+
+
+def write_config(bundle: str, spec: dict) -> str:
+    """Write `spec` as <bundle>/config.json atomically (temp file, fsync, rename)."""
+    os.makedirs(bundle, exist_ok=True)
+    path = os.path.join(bundle, "config.json")
+    temp = path + ".tmp"
+    with open(temp, "w") as handle:
+        json.dump(spec, handle, indent=1)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temp, path)
+    return path
