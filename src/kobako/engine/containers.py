@@ -205,6 +205,13 @@ class ContainerService:
         except ValueError as err:
             raise InvalidParameter(str(err)) from None
         self._check_host_config(host_config)
+        from kobako.engine.logs import LogConfig
+
+        try:
+            host_config["LogConfig"] = LogConfig.from_host_config(
+                host_config.get("LogConfig"), self.log_defaults).to_json()
+        except ValueError as err:
+            raise InvalidParameter(f"failed to create container: {err}") from None
         cid = secrets.token_hex(32)
         os.makedirs(self._dir(cid), mode=0o710)
         try:

@@ -34,6 +34,7 @@ HELD_OUTPUT_LIMIT = 4 << 20  # bytes of output kept for an attach that is on its
 ATTACH_GRACE = 10.0  # seconds an announced attach may take to arrive
 EXIT_FILE = "exit.json"
 MONITOR_FILE = "monitor.json"
+LOG_ERROR_FILE = "log-errors"
 
 
 def frame(stream: int, data: bytes) -> bytes:
@@ -315,7 +316,8 @@ def run_container_monitor(params: dict, reply) -> None:
     runtime = Runtime(params["runtime_root"])
     cid = params["id"]
     listener = _listen(params["socket"])
-    log = open_writer(params["log_path"], LogConfig.from_host_config(params.get("log_config")))
+    log = open_writer(params["log_path"], LogConfig.from_host_config(params.get("log_config")),
+                      on_error=_log_error_reporter(container_dir))
     relay = Relay(listener, log, hold_output=params.get("hold_output", False),
                   stdin_once=params.get("stdin_once", False))
     tty = params.get("tty", False)
@@ -365,6 +367,18 @@ def run_container_monitor(params: dict, reply) -> None:
         os.unlink(params["socket"])
     except FileNotFoundError:
         pass
+
+
+def _log_error_reporter(container_dir: str):
+    """Log write failures (disk full...) go to a file the daemon reports; the container
+    goes on."""
+    def report(message: str) -> None:
+        try:
+            with open(os.path.join(container_dir, LOG_ERROR_FILE), "a") as f:
+                f.write(f"{now_rfc3339()} {message}\n")
+        except OSError:
+            pass  # the disk that is full may be this one: nothing more we can do
+    return report
 
 
 def _reap(pid: int, runtime, cid: str, params: dict) -> dict:
