@@ -219,3 +219,40 @@ def test_sigint_also_stops(docker_cli):
         assert not daemon.sock.exists()
     finally:
         daemon.stop()
+
+
+def test_systemd_socket_activation_fd_host():
+    """-H fd:// serves the sockets systemd passes (LISTEN_PID/LISTEN_FDS), as the unit does."""
+    other = Daemon()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        path = str(other.base / "activated.sock")
+        listener.bind(path)
+        listener.listen(16)
+
+        def as_fd3() -> None:
+            os.dup2(listener.fileno(), 3)
+
+        cmd = ["sh", "-c", 'LISTEN_PID=$$ LISTEN_FDS=1 exec "$@"', "sh", KOBAKOD, "-H", "fd://",
+               "--data-root", str(other.data_root), "--exec-root", str(other.exec_root),
+               "--pidfile", str(other.pidfile)]
+        proc = subprocess.Popen(cmd, preexec_fn=as_fd3, pass_fds=(3,),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        other.proc = proc
+        from kobako.client.api import APIClient
+        from kobako.client.errors import DaemonUnreachable
+
+        client = APIClient(f"unix://{path}", timeout=5)
+        deadline = time.monotonic() + 20
+        version = None
+        while time.monotonic() < deadline and version is None:
+            try:
+                version = client.get_json("/version")
+            except DaemonUnreachable:
+                time.sleep(0.1)
+        assert version is not None and version["Os"] == "linux"
+        assert other.terminate() == 0
+        assert os.path.exists(path)  # the socket belongs to systemd: left in place
+    finally:
+        listener.close()
+        other.stop()
