@@ -1,11 +1,14 @@
 #!/bin/bash
-# End to end: build a busybox bundle from the host's busybox-static and run it
-# with kobako-runtime.
+# End to end: start kobakod in the background (unless one answers already), build the
+# busybox image from the host's busybox-static and import it through the API, then run
+# a container with the kobako CLI.
 set -euo pipefail
-bundle=$(mktemp -d /tmp/kobako-demo.XXXXXX)
-trap 'rm -rf "$bundle"' EXIT
-mkdir -p "$bundle/rootfs/bin"
-cp /bin/busybox "$bundle/rootfs/bin/busybox"
-for tool in sh echo ps hostname cat ls; do ln -s busybox "$bundle/rootfs/bin/$tool"; done
-( cd "$bundle" && kobako-runtime spec && sed -i 's/"sh"/"echo", "hello from kobako"/; s/"terminal": true/"terminal": false/' config.json )
-kobako-runtime run --bundle "$bundle" "demo-$$"
+if ! kobako version >/dev/null 2>&1; then
+    nohup kobakod >>/var/log/kobakod.log 2>&1 &
+    for _ in $(seq 100); do
+        kobako version >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+fi
+kobako image bootstrap busybox
+kobako run --rm busybox echo hello from kobako
