@@ -135,23 +135,49 @@ class Root:
         finally:
             os.close(parent_fd)
 
-    def mkdir_all(self, path: str, mode: int = 0o755) -> int:
-        """Create a directory and its parents inside the root; an O_PATH fd to it."""
+    def mkdir_all(self, path: str, mode: int = 0o755, _links: int = 0) -> int:
+        """Create a directory and its parents inside the root; an O_PATH fd to it.
+
+        A dangling symlink on the way is followed as the kernel would inside the root
+        (its target is created inside the root, never on the host), as runc does.
+        """
         try:
             return self.open(path, os.O_PATH | os.O_DIRECTORY)
         except OSError as err:
             if err.errno != errno.ENOENT:
                 raise
+        if _links > 40:
+            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), path)
         parent, name = os.path.split(path.rstrip("/"))
-        parent_fd = self.mkdir_all(parent or "/", mode)
+        parent_fd = self.mkdir_all(parent or "/", mode, _links)
         try:
             try:
                 os.mkdir(name, mode, dir_fd=parent_fd)
             except FileExistsError:
-                pass  # a symlink or a racing creator: resolve it again, inside the root
+                # a racing creator, or a symlink: if it dangles, create its target
+                target = self._symlink_target(parent_fd, name)
+                if target is not None:
+                    os.close(self.mkdir_all(target, mode, _links + 1))
         finally:
             os.close(parent_fd)
         return self.open(path, os.O_PATH | os.O_DIRECTORY)
+
+    def _symlink_target(self, parent_fd: int, name: str) -> str | None:
+        """Where the symlink parent/name points, as a path inside the root (None if the
+        entry is not a symlink). ".." cannot climb above the root, as with RESOLVE_IN_ROOT."""
+        try:
+            link = os.readlink(name, dir_fd=parent_fd)
+        except OSError as err:
+            if err.errno == errno.EINVAL:
+                return None
+            raise
+        root = os.readlink(fd_path(self.fd))
+        parent = os.readlink(fd_path(parent_fd))
+        if root != "/":
+            if parent != root and not parent.startswith(root + "/"):
+                raise ConfigError(f"{parent} is outside the container root {root}")
+            parent = parent[len(root):] or "/"
+        return os.path.normpath(os.path.join(parent, link))
 
     def make_file(self, path: str, mode: int = 0o644) -> int:
         """Create an empty file (a bind mount target) inside the root; an O_PATH fd to it."""

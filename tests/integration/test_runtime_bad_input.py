@@ -1,0 +1,165 @@
+"""Bad input: one line on stderr, a JSON error record in --log, a non-zero exit, and nothing
+half-created (state directory, cgroup, mount, process)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+from bundles import leaked_cgroups, processes_in_cgroups, wait_for
+
+
+def assert_clean_failure(rt, proc, *fragments: str, container_id: str | None = None) -> str:
+    assert proc.returncode != 0
+    message = proc.stderr.strip()
+    assert message and "\n" not in message, f"not one line: {proc.stderr!r}"
+    assert "Traceback" not in message
+    for fragment in fragments:
+        assert fragment in message, message
+    record = rt.log_records()[-1]
+    assert record["level"] == "error" and record["msg"] == message
+    assert record["time"]
+    if container_id is not None:
+        assert container_id not in rt.state_dirs()
+        assert leaked_cgroups(container_id) == []
+        assert [p for p in processes_in_cgroups(container_id)
+                if _alive(p)] == []
+    return message
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+def create(rt, bundle, container_id: str):
+    return rt("create", "--bundle", bundle.path, container_id, check=False,
+              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+              text=True)
+
+
+def test_missing_config_json(rt, bundle):
+    container_id = rt.new_id()
+    proc = create(rt, bundle, container_id)
+    assert_clean_failure(rt, proc, "config.json", container_id=container_id)
+
+
+@pytest.mark.parametrize("text", ["{not json", "[]", '{"ociVersion": 5}', ""])
+def test_invalid_config_json(rt, bundle, text):
+    bundle.write(text)
+    container_id = rt.new_id()
+    assert_clean_failure(rt, create(rt, bundle, container_id), container_id=container_id)
+
+
+def test_unknown_namespace_type(rt, bundle):
+    bundle.linux["namespaces"].append({"type": "bogus"})
+    bundle.write()
+    container_id = rt.new_id()
+    assert_clean_failure(rt, create(rt, bundle, container_id), "bogus",
+                         container_id=container_id)
+
+
+@pytest.mark.parametrize("mappings", [
+    [{"containerID": 0, "hostID": 100000, "size": 0}],
+    [{"containerID": 0, "hostID": 100000, "size": 10},
+     {"containerID": 5, "hostID": 200000, "size": 10}],
+    [{"containerID": 0, "hostID": 100000}],
+    [{"containerID": 1, "hostID": 100000, "size": 10}],  # no root in the container
+])
+def test_invalid_id_mappings(rt, bundle, mappings):
+    bundle.namespace("user")
+    bundle.linux["uidMappings"] = mappings
+    bundle.linux["gidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+    bundle.write()
+    container_id = rt.new_id()
+    assert_clean_failure(rt, create(rt, bundle, container_id), "uidMappings",
+                         container_id=container_id)
+
+
+def test_id_mappings_without_a_user_namespace(rt, bundle):
+    bundle.linux["uidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+    bundle.write()
+    container_id = rt.new_id()
+    assert_clean_failure(rt, create(rt, bundle, container_id), container_id=container_id)
+
+
+def test_missing_rootfs(rt, bundle, tmp_path):
+    bundle.config["root"]["path"] = str(tmp_path / "no-such-rootfs")
+    bundle.write()
+    container_id = rt.new_id()
+    assert_clean_failure(rt, create(rt, bundle, container_id), "rootfs",
+                         container_id=container_id)
+
+
+def test_invalid_container_id(rt, bundle):
+    bundle.write()
+    for bad in ("../escape", "a/b", ".."):
+        proc = create(rt, bundle, bad)
+        assert_clean_failure(rt, proc, "invalid container id")
+    assert rt.state_dirs() == []
+
+
+def test_id_already_in_use(rt, bundle):
+    container_id, pid = rt.start_detached(bundle.args("sleep", "60"))
+    before = sorted(os.listdir(os.path.join(rt.root, container_id)))
+    proc = create(rt, bundle, container_id)
+    assert_clean_failure(rt, proc, "exists", container_id)
+    # the first container is untouched
+    assert rt.state(container_id)["status"] == "running"
+    assert rt.state(container_id)["pid"] == pid
+    assert sorted(os.listdir(os.path.join(rt.root, container_id))) == before
+    rt.delete(container_id)
+
+
+def test_kill_on_a_stopped_container(rt, bundle):
+    container_id, _ = rt.start_detached(bundle.args("true"))
+    wait_for(lambda: rt.state(container_id)["status"] == "stopped", what="stopped")
+    proc = rt("kill", container_id, "KILL", check=False)
+    assert assert_clean_failure(rt, proc) == "container not running"
+    rt.delete(container_id)
+
+
+def test_kill_on_a_missing_container(rt):
+    proc = rt("kill", f"{rt.prefix}-missing", "KILL", check=False)
+    assert "does not exist" in assert_clean_failure(rt, proc)
+
+
+def test_start_on_a_running_container(rt, bundle):
+    container_id, _ = rt.start_detached(bundle.args("sleep", "60"))
+    proc = rt("start", container_id, check=False)
+    assert_clean_failure(rt, proc, "running")
+    assert rt.state(container_id)["status"] == "running"
+    rt.delete(container_id)
+
+
+def test_unknown_signal(rt, bundle):
+    container_id, _ = rt.start_detached(bundle.args("sleep", "60"))
+    proc = rt("kill", container_id, "SIGBOGUS", check=False)
+    assert_clean_failure(rt, proc, "SIGBOGUS")
+    rt.delete(container_id)
+
+
+def test_a_failing_process_reports_on_start_not_as_a_traceback(rt, bundle):
+    bundle.args("/no/such/program")
+    bundle.write()
+    container_id = rt.new_id()
+    proc = create(rt, bundle, container_id)
+    assert_clean_failure(rt, proc, "/no/such/program", container_id=container_id)
+
+
+def test_text_log_format(rt, bundle, tmp_path):
+    log = tmp_path / "text.log"
+    proc = subprocess.run(
+        [*rt.argv()[:1], "--root", rt.root, "--log", str(log), "state", f"{rt.prefix}-x"],
+        capture_output=True, text=True, check=False,
+    )
+    assert proc.returncode != 0
+    line = log.read_text().strip()
+    assert "level=error" in line and "does not exist" in line
+    with pytest.raises(ValueError):
+        json.loads(line)
