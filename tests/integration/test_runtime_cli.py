@@ -201,3 +201,61 @@ def test_exec_tty_detached_through_a_console_socket(rt, bundle, tmp_path):
     finally:
         server.close()
     rt.delete(container_id)
+
+
+def test_update_changes_the_cgroup(rt, bundle, tmp_path):
+    from bundles import container_cgroup, read
+
+    bundle.linux["resources"].update({"memory": {"limit": 64 << 20}, "pids": {"limit": 50}})
+    container_id, pid = rt.start_detached(bundle.args("sleep", "60"))
+    resources = tmp_path / "resources.json"
+    resources.write_text(json.dumps({"memory": {"limit": 96 << 20}, "cpu": {"shares": 256}}))
+    rt("update", "--resources", str(resources), container_id)
+    assert read(f"{container_cgroup(pid, 'memory')}/memory.limit_in_bytes") == str(96 << 20)
+    assert read(f"{container_cgroup(pid, 'cpu')}/cpu.shares") == "256"
+    rt("update", "--resources", "-", container_id, input=json.dumps({"pids": {"limit": 30}}))
+    assert read(f"{container_cgroup(pid, 'pids')}/pids.max") == "30"
+    rt("update", "--pids-limit", "40", container_id)
+    assert read(f"{container_cgroup(pid, 'pids')}/pids.max") == "40"
+    rt.delete(container_id)
+
+
+def test_events_stats(rt, bundle):
+    bundle.linux["resources"]["pids"] = {"limit": 50}
+    container_id, _ = rt.start_detached(bundle.args("sleep", "60"))
+    doc = json.loads(rt("events", "--stats", container_id).stdout)
+    assert doc["type"] == "stats" and doc["id"] == container_id
+    data = doc["data"]
+    assert data["pids"]["current"] >= 1 and data["pids"]["limit"] == 50
+    assert data["memory"]["usage"]["usage"] > 0
+    assert "cpu" in data and data["cpu"]["usage"]["total"] >= 0
+    rt.delete(container_id)
+
+
+def test_kill_all_and_delete_force_of_a_paused_container(rt, bundle):
+    container_id, pid = rt.start_detached(bundle.sh("sleep 60 & sleep 61 & wait"))
+    wait_for(lambda: len(json.loads(rt("ps", "--format", "json", container_id).stdout)) == 3,
+             what="three processes")
+    rt("pause", container_id)
+    assert rt.state(container_id)["status"] == "paused"
+    rt("delete", "--force", container_id)
+    assert rt.state_dirs() == []
+    assert not os.path.exists(f"/proc/{pid}/status") or "Z" in open(f"/proc/{pid}/stat").read()
+
+
+def test_kill_all_signals_every_process(rt, bundle):
+    # the init handles TERM (and lives on); its children keep the default action and die
+    container_id, pid = rt.start_detached(
+        bundle.sh("trap 'echo got-term' TERM; sleep 60 & sleep 61 & while :; do sleep 1; done"))
+
+    def long_sleeps() -> int:
+        return sum("sleep 6" in line for line in rt("ps", container_id).stdout.splitlines())
+
+    wait_for(lambda: long_sleeps() == 2, what="the children")
+    rt("kill", "--all", container_id, "TERM")
+    wait_for(lambda: long_sleeps() == 0, what="the children to die")
+    wait_for(lambda: "got-term" in open(bundle.out).read(), what="the init's trap")
+    assert rt.state(container_id)["status"] == "running"
+    rt("kill", container_id, "9")
+    wait_for(lambda: rt.state(container_id)["status"] == "stopped", what="stopped")
+    rt("delete", container_id)

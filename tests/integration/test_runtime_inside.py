@@ -93,3 +93,79 @@ def test_pause_freezes_and_resume_thaws(rt, bundle):
     ticks = _cpu_ticks(pid)
     wait_for(lambda: _cpu_ticks(pid) > ticks, what="the thawed loop to use CPU")
     rt.delete(container_id)
+
+
+def test_dev_is_populated(rt, bundle):
+    script = (
+        "for d in null zero full random urandom tty; do"
+        "  [ -c /dev/$d ] && stat -c \"$d %t:%T %a\" /dev/$d; done;"
+        "for l in fd stdin stdout stderr ptmx; do readlink /dev/$l; done;"
+        "grep -E ' /dev/(pts|shm|mqueue) ' /proc/self/mountinfo"
+        " | awk '{for (i = 7; $i != \"-\"; i++); print $5, $(i + 1)}';"
+        "head -c 4 /dev/zero | wc -c; echo x > /dev/full 2>/dev/null || echo full-is-full"
+    )
+    lines = rt.run(bundle.sh(script)).stdout.splitlines()
+    assert lines[:6] == ["null 1:3 666", "zero 1:5 666", "full 1:7 666", "random 1:8 666",
+                         "urandom 1:9 666", "tty 5:0 666"]
+    assert lines[6:11] == ["/proc/self/fd", "/proc/self/fd/0", "/proc/self/fd/1",
+                           "/proc/self/fd/2", "pts/ptmx"]
+    assert sorted(lines[11:14]) == ["/dev/mqueue mqueue", "/dev/pts devpts", "/dev/shm tmpfs"]
+    assert lines[14:] == ["4", "full-is-full"]
+
+
+def test_configured_devices_and_the_device_cgroup(rt, bundle):
+    bundle.linux["devices"] = [{"path": "/dev/kbt-zero", "type": "c", "major": 1, "minor": 5,
+                                "fileMode": 0o640, "uid": 0, "gid": 0}]
+    out = rt.run(bundle.sh(
+        "stat -c '%t:%T %a' /dev/kbt-zero; head -c 3 /dev/kbt-zero | wc -c;"
+        "mknod /tmp/kbt-mem c 1 1 2>&1 && head -c 1 /tmp/kbt-mem 2>&1; echo rc=$?"
+    ).tmpfs("/tmp"), check=False).stdout
+    lines = out.splitlines()
+    assert lines[:2] == ["1:5 640", "3"], out
+    # mknod is allowed (runc's rules), using /dev/mem is not (the device cgroup)
+    assert "Operation not permitted" in out and lines[-1] == "rc=1", out
+
+
+def test_names_oom_score_umask_groups_and_no_new_privileges(rt, bundle):
+    bundle.config["hostname"] = "kbt-h"
+    bundle.config["domainname"] = "kbt.example"
+    bundle.process["oomScoreAdj"] = 123
+    bundle.process["noNewPrivileges"] = True
+    bundle.process["user"] = {"uid": 1000, "gid": 1000, "additionalGids": [5, 7], "umask": 0o027}
+    out = rt.run(bundle.sh(
+        "hostname; cat /proc/sys/kernel/domainname; cat /proc/self/oom_score_adj; umask;"
+        "id -u; id -g; grep -E '^(Groups|NoNewPrivs)' /proc/self/status"
+    )).stdout.splitlines()
+    assert out[:6] == ["kbt-h", "kbt.example", "123", "0027", "1000", "1000"]
+    assert out[6].split()[1:] == ["5", "7"]
+    assert out[7].split() == ["NoNewPrivs:", "1"]
+
+
+def test_cgroup_namespace_shows_the_container_cgroup_as_root(rt, bundle):
+    bundle.namespace("cgroup")
+    out = rt.run(bundle.args("cat", "/proc/self/cgroup")).stdout.splitlines()
+    assert out and all(line.endswith(":/") for line in out), out
+
+
+def test_no_pivot_runs_in_a_chroot(rt, bundle):
+    bundle.sh("grep -c kbtuser /etc/passwd; hostname; ls /proc/1/root/bin/busybox").write()
+    proc = rt("run", "--no-pivot", "--bundle", bundle.path, rt.new_id())
+    assert proc.stdout.split() == ["1", "kobako", "/proc/1/root/bin/busybox"]
+
+
+def test_bind_mount_options(rt, bundle, tmp_path):
+    shared = tmp_path / "data"
+    shared.mkdir()
+    (shared / "f").write_text("host-data")
+    bundle.add_mount("/mnt/ro", "bind", str(shared), ["bind", "ro", "nosuid", "nodev"])
+    bundle.add_mount("/mnt/rw", "bind", str(shared), ["rbind", "rw", "noexec"])
+    out = rt.run(bundle.sh(
+        "cat /mnt/ro/f; echo; touch /mnt/ro/x 2>&1; echo rc=$?; touch /mnt/rw/y; echo rc=$?;"
+        "grep ' /mnt/r[ow] ' /proc/self/mountinfo | cut -d' ' -f5,6"
+    ), check=False).stdout.splitlines()
+    assert out[0] == "host-data"
+    assert "Read-only file system" in out[1] and out[2] == "rc=1", out
+    assert out[3] == "rc=0" and (shared / "y").exists()
+    options = dict(line.split() for line in out[4:])
+    assert set(options["/mnt/ro"].split(",")) >= {"ro", "nosuid", "nodev"}
+    assert set(options["/mnt/rw"].split(",")) >= {"rw", "noexec"}
