@@ -1,14 +1,13 @@
 """A small synchronous Docker Engine API client over a unix socket (or TCP with TLS).
 
-stdlib only (http.client + socket), so that the CLI starts fast. Version negotiation
-follows docker's: ask /_ping for the daemon's API-Version and use the lower of that
+stdlib sockets and a minimal HTTP/1.1 exchange (client/http.py), so that the CLI
+starts fast. Version negotiation follows docker's: ask /_ping for the daemon's API-Version and use the lower of that
 and ours. Streaming helpers read JSON lines and multiplexed frames; `hijack()` gives
 a raw two-way socket for attach and exec start.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import socket
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
 from kobako.client.errors import ClientError, DaemonUnreachable
+from kobako.client.http import Connection, RawResponse, parse_head
 
 if TYPE_CHECKING:
     import ssl
@@ -38,22 +38,10 @@ def _vtuple(v: str) -> tuple[int, int]:
     return int(a), int(b)
 
 
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float | None):
-        super().__init__("localhost", timeout=timeout, blocksize=256 * 1024)
-        self._path = path
-
-    def connect(self) -> None:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(self.timeout)
-        s.connect(self._path)
-        self.sock = s
-
-
 class Response:
     """A response whose body may still be streaming."""
 
-    def __init__(self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse):
+    def __init__(self, conn: Connection, resp: RawResponse):
         self._conn = conn
         self.raw = resp
         self.status = resp.status
@@ -72,7 +60,7 @@ class Response:
     def iter_chunks(self, size: int = 65536) -> Iterator[bytes]:
         try:
             while True:
-                chunk = self.raw.read1(size) if hasattr(self.raw, "read1") else self.raw.read(size)
+                chunk = self.raw.read1(size)
                 if not chunk:
                     return
                 yield chunk
@@ -185,12 +173,22 @@ class APIClient:
 
     # -- connections -----------------------------------------------------------------
 
-    def _connection(self, timeout: float | None) -> http.client.HTTPConnection:
+    def _socket(self, timeout: float | None) -> socket.socket:
         if self._path:
-            return _UnixHTTPConnection(self._path, timeout)
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(timeout)
+            try:
+                s.connect(self._path)
+            except OSError:
+                s.close()
+                raise
+            return s
+        raw = socket.create_connection(self._tcp, timeout=timeout)
         ctx = self._tls or tls_context_from_env()
-        return http.client.HTTPSConnection(self._tcp[0], self._tcp[1], timeout=timeout,
-                                           context=ctx)
+        return ctx.wrap_socket(raw, server_hostname=self._tcp[0])
+
+    def _connection(self, timeout: float | None) -> Connection:
+        return Connection(lambda: self._socket(timeout))
 
     @property
     def version(self) -> str:
@@ -231,7 +229,7 @@ class APIClient:
              body: Any = None, headers: Mapping[str, str] | None = None, *,
              versioned: bool = True, timeout: float | None = None) -> Response:
         url = self.url(path, params, versioned=versioned)
-        hdrs = {"User-Agent": USER_AGENT, "Host": "kobako"}
+        hdrs = {"User-Agent": USER_AGENT, "Connection": "close"}
         data: Any = None
         if isinstance(body, (dict, list)):
             data = json.dumps(body).encode()
@@ -240,13 +238,10 @@ class APIClient:
             data = body
             hdrs["Content-Type"] = "application/x-tar"
         hdrs.update(headers or {})
-        if data is not None and not isinstance(data, (bytes, bytearray)):
-            hdrs.setdefault("Transfer-Encoding", "chunked")
         conn = self._connection(timeout if timeout is not None else self.timeout)
         try:
-            conn.request(method, url, body=data, headers=hdrs,
-                         encode_chunked="Transfer-Encoding" in hdrs)
-            resp = conn.getresponse()
+            conn.request(method, url, body=data, headers=hdrs)
+            resp = conn.getresponse(method)
         except (FileNotFoundError, ConnectionRefusedError, PermissionError) as exc:
             conn.close()
             raise DaemonUnreachable(self.host, exc.strerror or str(exc)) from exc
@@ -279,17 +274,10 @@ class APIClient:
         """POST with `Upgrade: tcp`; returns the raw connection after 101 (or 200)."""
         url = self.url(path, params)
         data = json.dumps(body).encode() if body is not None else b""
-        if self._path:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                sock.connect(self._path)
-            except OSError as exc:
-                sock.close()
-                raise DaemonUnreachable(self.host, exc.strerror or str(exc)) from exc
-        else:
-            raw = socket.create_connection(self._tcp)
-            sock = (self._tls or tls_context_from_env()).wrap_socket(
-                raw, server_hostname=self._tcp[0])
+        try:
+            sock = self._socket(None)
+        except OSError as exc:
+            raise DaemonUnreachable(self.host, exc.strerror or str(exc)) from exc
         head = (f"POST {url} HTTP/1.1\r\nHost: kobako\r\nUser-Agent: {USER_AGENT}\r\n"
                 "Connection: Upgrade\r\nUpgrade: tcp\r\nContent-Type: application/json\r\n"
                 f"Content-Length: {len(data)}\r\n\r\n").encode()
@@ -302,12 +290,7 @@ class APIClient:
                 raise ClientError(500, "the daemon closed the connection during the upgrade")
             buf += chunk
         head_raw, leftover = buf.split(b"\r\n\r\n", 1)
-        lines = head_raw.decode("latin-1").split("\r\n")
-        status = int(lines[0].split(" ", 2)[1])
-        headers = {}
-        for line in lines[1:]:
-            k, _, v = line.partition(":")
-            headers[k.strip().lower()] = v.strip()
+        status, _, headers = parse_head(head_raw)
         if status >= 400:
             body_text = leftover
             length = int(headers.get("content-length", "0") or 0)
