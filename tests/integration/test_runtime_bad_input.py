@@ -163,3 +163,55 @@ def test_text_log_format(rt, bundle, tmp_path):
     assert "level=error" in line and "does not exist" in line
     with pytest.raises(ValueError):
         json.loads(line)
+
+
+def _mutate(bundle, change: str, tmp_path) -> None:
+    if change == "missing bind source":
+        bundle.add_mount("/mnt/x", "bind", str(tmp_path / "nope"), ["rbind"])
+    elif change == "bad sysctl":
+        bundle.linux["sysctl"] = {"net.kbt.no_such_key": "1"}
+    elif change == "hostname without uts namespace":
+        bundle.drop_namespace("uts")
+        bundle.config["hostname"] = "kbt"
+    elif change == "missing cwd":
+        bundle.process["cwd"] = "/no/such/dir"
+    elif change == "bad mount type":
+        bundle.add_mount("/mnt/x", "kbtfs", "none")
+    elif change == "no mount namespace":
+        bundle.drop_namespace("mount")
+    elif change == "rlimit unknown":
+        bundle.process["rlimits"] = [{"type": "RLIMIT_KBT", "soft": 1, "hard": 1}]
+    elif change == "bad capability":
+        bundle.process["capabilities"]["bounding"].append("CAP_KBT")
+
+
+@pytest.mark.parametrize("change", [
+    "missing bind source", "bad sysctl", "hostname without uts namespace", "missing cwd",
+    "bad mount type", "no mount namespace", "rlimit unknown", "bad capability",
+])
+def test_errors_inside_the_init_are_one_clean_line(rt, bundle, tmp_path, change):
+    _mutate(bundle, change, tmp_path)
+    bundle.write()
+    container_id = rt.new_id()
+    proc = create(rt, bundle, container_id)
+    assert_clean_failure(rt, proc, container_id=container_id)
+    assert "sync socket" not in proc.stderr
+
+
+def test_run_passes_the_exit_code(rt, bundle):
+    assert rt.run(bundle.sh("exit 42"), check=False).returncode == 42
+    # (the OOM test covers an init killed by a signal: 128 + 9)
+
+
+def test_wrong_states(rt, bundle):
+    container_id, _ = rt.start_detached(bundle.args("sleep", "60"))
+    assert_clean_failure(rt, rt("resume", container_id, check=False), "not paused")
+    rt("pause", container_id)
+    assert_clean_failure(rt, rt("exec", container_id, "true", check=False), "paused")
+    rt("resume", container_id)
+    rt("kill", container_id, "SIGKILL")
+    wait_for(lambda: rt.state(container_id)["status"] == "stopped", what="stopped")
+    for args in (("pause", container_id), ("exec", container_id, "true"),
+                 ("events", "--stats", container_id), ("start", container_id)):
+        assert_clean_failure(rt, rt(*args, check=False))
+    rt("delete", container_id)
