@@ -1,0 +1,92 @@
+"""The kobako CLI's interactive paths through a real pty: run -it, exec -it, detach keys."""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import subprocess
+import time
+
+import pytest
+from daemon_fixture import KOBAKO, busybox_rootfs_tar
+
+
+def _spawn(kobakod, *args: str) -> tuple[subprocess.Popen, int]:
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([KOBAKO, *args], stdin=slave, stdout=slave, stderr=slave,
+                            env=kobakod.env(), start_new_session=True)
+    os.close(slave)
+    return proc, master
+
+
+def _read_until(master: int, needle: bytes, timeout: float = 20) -> bytes:
+    buf = b""
+    deadline = time.monotonic() + timeout
+    while needle not in buf and time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.2)
+        if ready:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            buf += chunk
+    return buf
+
+
+@pytest.fixture
+def image(kobakod):
+    tar = busybox_rootfs_tar(str(kobakod.base / "bb.tar"))
+    kobakod.docker("import", "--change", 'CMD ["sh"]', tar, "kbk-e2e-tty:1")
+    return "kbk-e2e-tty:1"
+
+
+def test_run_it_through_a_pty(kobakod, image):
+    proc, master = _spawn(kobakod, "run", "-it", "--rm", image, "sh")
+    try:
+        assert b"#" in _read_until(master, b"#")  # the shell's prompt
+        os.write(master, b"echo $((6*7)); tty\r")
+        out = _read_until(master, b"/dev/pts/")
+        assert b"42" in out and b"/dev/pts/" in out
+        os.write(master, b"exit 5\r")
+        assert proc.wait(20) == 5
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+
+
+def test_exec_it_and_detach_keys(kobakod, image):
+    cid = kobakod.kobako("run", "-dit", "--name", "kbk-e2e-tty-c", image, "sh").stdout
+    cid = cid.decode().strip()
+    try:
+        proc, master = _spawn(kobakod, "exec", "-it", "kbk-e2e-tty-c", "sh")
+        try:
+            assert b"#" in _read_until(master, b"#")
+            os.write(master, b"echo exec-$((1+1))\r")
+            assert b"exec-2" in _read_until(master, b"exec-2")
+            os.write(master, b"exit 0\r")
+            assert proc.wait(20) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            os.close(master)
+        proc, master = _spawn(kobakod, "attach", "--detach-keys", "ctrl-x", "kbk-e2e-tty-c")
+        try:
+            os.write(master, b"echo attached-$((2+2))\r")
+            assert b"attached-4" in _read_until(master, b"attached-4")
+            os.write(master, b"\x18")  # ctrl-x: detach, the container keeps running
+            assert proc.wait(20) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            os.close(master)
+        state = kobakod.kobako("inspect", "-f", "{{.State.Running}}", cid).stdout
+        assert state == b"true\n"
+    finally:
+        kobakod.kobako("rm", "-f", "kbk-e2e-tty-c", check=False)
