@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -47,6 +48,9 @@ def registry_auth_header(ref: str) -> str:
     return base64.urlsafe_b64encode(json.dumps(doc).encode()).decode()
 
 
+_LAYER_ID = re.compile(r"[0-9a-f]{12}")
+
+
 class StreamFailed(CLIError):
     pass
 
@@ -79,8 +83,10 @@ def show_progress(messages: Iterator[dict[str, Any]], quiet: bool = False) -> li
             _check(m)
             seen.append(m)
             ident, status = m.get("id"), m.get("status") or m.get("stream", "").rstrip("\n")
-            if not ident or ident == status:
-                prog.console.print(status)
+            if not ident or not _LAYER_ID.fullmatch(ident):
+                # "latest: Pulling from ...", "Digest: ...": lines, not bars (as docker)
+                prog.console.print(f"{ident}: {status}" if ident else status, markup=False,
+                                   highlight=False)
                 continue
             detail = m.get("progressDetail") or {}
             if ident not in tasks:
