@@ -259,3 +259,11 @@ def test_kill_all_signals_every_process(rt, bundle):
     rt("kill", container_id, "9")
     wait_for(lambda: rt.state(container_id)["status"] == "stopped", what="stopped")
     rt("delete", container_id)
+
+
+def test_run_with_a_terminal_relays_through_our_stdio(rt, bundle):
+    bundle.process["terminal"] = True
+    proc = rt.run(bundle.sh("tty; echo relayed; exit 3"), check=False, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 3
+    lines = proc.stdout.replace("\r", "").split("\n")
+    assert lines[0].startswith("/dev/pts/") and "relayed" in lines, proc.stdout

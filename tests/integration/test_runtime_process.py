@@ -215,3 +215,17 @@ def test_sysctl_in_a_new_network_namespace(rt, bundle):
     bundle.linux["sysctl"] = {"net.ipv4.ip_forward": wanted}
     assert rt.run(bundle.args("cat", "/proc/sys/net/ipv4/ip_forward")).stdout.strip() == wanted
     assert read("/proc/sys/net/ipv4/ip_forward") == host_value
+
+
+def test_the_cgroup_filesystem_is_read_only_inside(rt, bundle):
+    # CVE-2022-0492 went through a writable cgroupfs (release_agent): keep it read-only
+    out = rt.run(bundle.sh(
+        "ls /sys/fs/cgroup; echo 1 > /sys/fs/cgroup/memory/notify_on_release;"
+        "echo rc=$?; grep ' /sys/fs/cgroup/memory ' /proc/self/mountinfo | cut -d' ' -f6;"
+        "cat /sys/fs/cgroup/pids/pids.max"
+    ), check=False).stdout
+    lines = out.splitlines()
+    assert {"memory", "pids", "cpu", "freezer"} <= set(lines), out
+    assert "rc=1" in lines, out
+    assert "ro" in lines[-2].split(","), out
+    assert lines[-1] == "max"  # its own cgroup, not the host's root
