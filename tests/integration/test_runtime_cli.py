@@ -267,3 +267,36 @@ def test_run_with_a_terminal_relays_through_our_stdio(rt, bundle):
     assert proc.returncode == 3
     lines = proc.stdout.replace("\r", "").split("\n")
     assert lines[0].startswith("/dev/pts/") and "relayed" in lines, proc.stdout
+
+
+def test_delete_of_a_created_container_and_kill_before_start(rt, bundle):
+    bundle.args("sleep", "60").write()
+    first, second = rt.new_id(), rt.new_id()
+    for container_id in (first, second):
+        with open(bundle.out, "ab") as out:
+            rt("create", "--bundle", bundle.path, container_id, stdin=subprocess.DEVNULL,
+               stdout=out, stderr=out)
+    rt("delete", first)  # created, never started: deleting it is allowed (as in runc)
+    pid = rt.state(second)["pid"]
+    rt("kill", second, "KILL")
+    wait_for(lambda: rt.state(second)["status"] == "stopped", what="stopped")
+    proc = rt("start", second, check=False)
+    assert proc.returncode != 0 and "stopped" in proc.stderr
+    rt("delete", second)
+    assert rt.state_dirs() == []
+    assert not os.path.exists(f"/proc/{pid}/cmdline") or open(f"/proc/{pid}/cmdline").read() == ""
+
+
+def test_exec_preserve_fds(rt, bundle, tmp_path):
+    container_id, _ = rt.start_detached(bundle.args("sleep", "60"))
+    extra = tmp_path / "extra"
+    extra.write_text("through-fd-3\n")
+    proc = subprocess.run(
+        ["sh", "-c", f'exec 3<"{extra}" 4<"{extra}"; exec "$@"', "sh",
+         *rt.argv("exec", "--preserve-fds", "1", container_id, "sh", "-c",
+                  "cat <&3; [ -e /proc/$$/fd/4 ] && echo fd-4-leaked; echo done")],
+        capture_output=True, text=True, check=False, timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["through-fd-3", "done"]  # fd 4 was not asked for
+    rt.delete(container_id)
