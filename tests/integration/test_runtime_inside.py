@@ -6,6 +6,7 @@ import os
 import socket
 import time
 
+import pytest
 from bundles import container_cgroup, read, status_field, wait_for
 
 
@@ -169,3 +170,17 @@ def test_bind_mount_options(rt, bundle, tmp_path):
     options = dict(line.split() for line in out[4:])
     assert set(options["/mnt/ro"].split(",")) >= {"ro", "nosuid", "nodev"}
     assert set(options["/mnt/rw"].split(",")) >= {"rw", "noexec"}
+
+
+@pytest.mark.parametrize("propagation", ["private", "rprivate", "slave", "rslave", "shared",
+                                         "rshared"])
+def test_rootfs_propagation_leaves_no_mount_on_the_host(rt, bundle, tmp_path, propagation):
+    data = tmp_path / "data"
+    data.mkdir()
+    bundle.linux["rootfsPropagation"] = propagation
+    bundle.add_mount("/mnt/data", "bind", str(data), ["rbind", "rw"])
+    out = rt.run(bundle.sh("touch /mnt/data/x && awk '$5 == \"/\"' /proc/self/mountinfo | wc -l")
+                 ).stdout
+    assert out.strip() == "1"
+    assert (data / "x").exists()
+    # the rt fixture fails the test if a mount mentioning the bundle or rootfs is left
