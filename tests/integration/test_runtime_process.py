@@ -229,3 +229,24 @@ def test_the_cgroup_filesystem_is_read_only_inside(rt, bundle):
     assert "rc=1" in lines, out
     assert "ro" in lines[-2].split(","), out
     assert lines[-1] == "max"  # its own cgroup, not the host's root
+
+
+def test_user_and_time_namespaces_together_and_exec_joins_them(rt, bundle, open_dir):
+    if not os.path.exists("/proc/self/ns/time"):
+        pytest.skip("the kernel has no time namespaces")
+    year = 365 * 24 * 3600
+    bundle.config["root"]["path"] = build_rootfs(os.path.join(open_dir, "rootfs"))
+    bundle.namespace("user").namespace("time").namespace("cgroup")
+    bundle.linux["uidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+    bundle.linux["gidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+    bundle.linux["timeOffsets"] = {"boottime": {"secs": year, "nanosecs": 0}}
+    container_id, pid = rt.start_detached(bundle.args("sleep", "60"))
+    out = rt("exec", container_id, "sh", "-c",
+             "cut -d' ' -f1 /proc/uptime; cat /proc/self/uid_map; ps -o comm | grep -c '^sleep$'"
+             ).stdout.split()
+    assert float(out[0]) > year
+    assert out[1:4] == ["0", "100000", "65536"]
+    assert out[4] == "1"  # the init's sleep, in the same pid namespace
+    for ns in ("user", "time", "cgroup", "pid", "mnt", "net"):
+        assert os.readlink(f"/proc/{pid}/ns/{ns}") != os.readlink(f"/proc/self/ns/{ns}")
+    rt.delete(container_id)

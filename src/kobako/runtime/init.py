@@ -134,7 +134,15 @@ def stage1(ctx: InitContext) -> None:
         sys.unshare(flags)
     offsets = (ctx.config.get("linux") or {}).get("timeOffsets")
     if offsets:
+        # /proc/self/* belongs to host root while we are not dumpable, and host root is
+        # unmapped in a new user namespace (EACCES): be dumpable for this one write. No
+        # container process can see us: we are in none of the container's pid namespaces.
+        userns = "user" in ctx.plan.new or "user" in ctx.plan.join
+        if userns:
+            sys.prctl(sc.PR_SET_DUMPABLE, 1)
         write_time_offsets(offsets)
+        if userns:
+            sys.prctl(sc.PR_SET_DUMPABLE, 0)
     pid = os.fork()
     if pid:
         send(ctx.sock, "child", pid=pid)
