@@ -15,7 +15,7 @@ import stat
 
 from kobako.linux import syscalls as sc
 
-from .errors import ConfigError
+from .errors import ConfigError, RuntimeFailure
 from .mounts import PROPAGATION_OPTIONS, MountOptions, Root, fd_path, is_directory_source
 
 # The devices every container gets (runtime-spec "Default Devices").
@@ -64,7 +64,13 @@ class Rootfs:
         self.sys.mount(self.rootfs, self.rootfs, "bind", sc.MS_BIND | sc.MS_REC, None)
         self.root = Root(self.rootfs, self.sys)
         for mount in self.config.get("mounts") or []:
-            self._mount(mount)
+            try:
+                self._mount(mount)
+            except OSError as err:  # name the mount: the syscall only shows /proc/self/fd/N
+                what = mount.get("type") or "bind"
+                raise RuntimeFailure(
+                    f"mount {what} {mount.get('source')!r} on {mount.get('destination')!r}: {err}"
+                ) from err
         self._create_devices()
         self._create_dev_links()
 
