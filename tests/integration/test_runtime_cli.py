@@ -24,6 +24,10 @@ def test_lifecycle_states_and_state_json(rt, bundle):
     bundle.args("sleep", "60")
     created = rt.state(container_id)
     assert set(created) == STATE_KEYS | {"annotations"}
+    # runc's layout: Go's MarshalIndent of its containerState struct, fields in this order
+    assert list(created) == ["ociVersion", "id", "pid", "status", "bundle", "rootfs",
+                             "created", "annotations", "owner"]
+    assert rt("state", container_id).stdout.startswith('{\n  "ociVersion": "')
     assert created["id"] == container_id and created["status"] == "created"
     assert created["bundle"] == bundle.path and created["rootfs"] == bundle.rootfs
     assert created["annotations"] == {"kbt.test": "state"}
@@ -43,10 +47,13 @@ def test_lifecycle_states_and_state_json(rt, bundle):
 
 def test_list_formats(rt, bundle):
     ids = [rt.start_detached(bundle.args("sleep", "60"))[0] for _ in range(2)]
-    docs = json.loads(rt("list", "--format", "json").stdout)
+    raw = rt("list", "--format", "json").stdout
+    assert raw.startswith('[{"ociVersion":"')  # compact, as runc prints it
+    docs = json.loads(raw)
     assert sorted(d["id"] for d in docs) == sorted(ids)
     for doc in docs:
         assert STATE_KEYS <= set(doc) and doc["status"] == "running" and doc["pid"] > 0
+        assert doc["owner"] == "root"
     table = rt("list").stdout.splitlines()
     assert table[0].split() == ["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"]
     assert sorted(line.split()[0] for line in table[1:]) == sorted(ids)

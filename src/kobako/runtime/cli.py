@@ -269,7 +269,9 @@ def _list(args, log):
         for doc in docs:
             print(doc["id"])
     elif args.format == "json":
-        print(json.dumps(docs))
+        # as runc prints it: compact, the owner filled in
+        print(json.dumps([{**d, "owner": d["owner"] or "root"} for d in docs],
+                         separators=(",", ":")))
     else:
         rows = [["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"]]
         rows += [[d["id"], str(d["pid"]), d["status"], d["bundle"], d["created"],

@@ -151,10 +151,10 @@ def oci_state(state: ContainerState, status: str) -> dict:
         "bundle": state.bundle,
         "rootfs": state.rootfs,
         "created": state.created,
-        "owner": state.owner,
     }
-    if state.annotations:
+    if state.annotations:  # runc's order: annotations (omitted when empty), then owner
         doc["annotations"] = state.annotations
+    doc["owner"] = state.owner
     return doc
 
 
