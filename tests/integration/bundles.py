@@ -202,12 +202,27 @@ class Runtime:
         return sorted(os.listdir(self.root))
 
 
+# a unified (v2) host; a v1 or hybrid one (as here) keeps controllers in their own hierarchies
+CGROUP_V2 = os.path.exists("/sys/fs/cgroup/cgroup.controllers")
+
+
+def cgroup_file(pid: int, v1: str, v2: str) -> str:
+    """The host path of one of a process's cgroup files: v1 as "controller/file", v2 as
+    "file" in the unified hierarchy."""
+    if CGROUP_V2:
+        return os.path.join(container_cgroup(pid, ""), v2)
+    controller, name = v1.split("/")
+    return os.path.join(container_cgroup(pid, controller), name)
+
+
 def container_cgroup(pid: int, controller: str) -> str:
-    """The host path of a process's cgroup in a v1 controller's hierarchy."""
+    """The host path of a process's cgroup in a v1 controller's hierarchy ("" for v2)."""
     with open(f"/proc/{pid}/cgroup") as f:
         for line in f:
             _, controllers, path = line.rstrip("\n").split(":", 2)
-            if controller in controllers.split(","):
+            if controller == "" and controllers == "" and CGROUP_V2:
+                return "/sys/fs/cgroup" + path
+            if controller and controller in controllers.split(","):
                 for mount in glob.glob(f"/sys/fs/cgroup/{controller}*"):
                     names = os.path.basename(mount).split(",")
                     if controller in names:

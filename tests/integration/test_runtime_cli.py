@@ -211,19 +211,22 @@ def test_exec_tty_detached_through_a_console_socket(rt, bundle, tmp_path):
 
 
 def test_update_changes_the_cgroup(rt, bundle, tmp_path):
-    from bundles import container_cgroup, read
+    from bundles import CGROUP_V2, cgroup_file, read
 
     bundle.linux["resources"].update({"memory": {"limit": 64 << 20}, "pids": {"limit": 50}})
     container_id, pid = rt.start_detached(bundle.args("sleep", "60"))
+    memory = cgroup_file(pid, "memory/memory.limit_in_bytes", "memory.max")
+    shares = cgroup_file(pid, "cpu/cpu.shares", "cpu.weight")
+    pids = cgroup_file(pid, "pids/pids.max", "pids.max")
     resources = tmp_path / "resources.json"
     resources.write_text(json.dumps({"memory": {"limit": 96 << 20}, "cpu": {"shares": 256}}))
     rt("update", "--resources", str(resources), container_id)
-    assert read(f"{container_cgroup(pid, 'memory')}/memory.limit_in_bytes") == str(96 << 20)
-    assert read(f"{container_cgroup(pid, 'cpu')}/cpu.shares") == "256"
+    assert read(memory) == str(96 << 20)
+    assert read(shares) == ("10" if CGROUP_V2 else "256")
     rt("update", "--resources", "-", container_id, input=json.dumps({"pids": {"limit": 30}}))
-    assert read(f"{container_cgroup(pid, 'pids')}/pids.max") == "30"
+    assert read(pids) == "30"
     rt("update", "--pids-limit", "40", container_id)
-    assert read(f"{container_cgroup(pid, 'pids')}/pids.max") == "40"
+    assert read(pids) == "40"
     rt.delete(container_id)
 
 
