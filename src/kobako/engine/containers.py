@@ -205,6 +205,8 @@ class ContainerService:
         except ValueError as err:
             raise InvalidParameter(str(err)) from None
         self._check_host_config(host_config)
+        warnings = oci_spec.verify_host_config(host_config, config)
+        host_config = oci_spec.adapt_host_config(host_config)
         from kobako.engine.logs import LogConfig
 
         try:
@@ -223,6 +225,8 @@ class ContainerService:
 
         created_ts = time.time()
         merged_config = self._merge_config(config, image_config)
+        if host_config.get("NetworkMode") == "host" and not merged_config.get("Hostname"):
+            merged_config["Hostname"] = _read("/etc/hostname").strip()
         doc = {
             "Id": cid,
             "Created": now_rfc3339(created_ts),
@@ -258,7 +262,7 @@ class ContainerService:
         c = Container(doc)
         self.containers[cid] = c
         self._event(c, "create")
-        return {"Id": cid, "Warnings": []}
+        return {"Id": cid, "Warnings": warnings}
 
     def _image(self, ref: str) -> tuple[str, dict]:
         from kobako.image.errors import NotFound as ImageNotFound
@@ -270,6 +274,7 @@ class ContainerService:
         return image_id, (self.images.config(image_id).get("config") or {})
 
     def _merge_config(self, config: dict, image_config: dict) -> dict:
+        """Config as inspect shows it: Docker's empty fields, then the image's merged in."""
         from kobako.engine import oci_spec
 
         merged = {
@@ -278,17 +283,8 @@ class ContainerService:
             "StdinOnce": False, "Env": None, "Cmd": None, "Image": "", "Volumes": None,
             "WorkingDir": "", "Entrypoint": None, "OnBuild": None, "Labels": {},
         }
-        merged.update({k: v for k, v in config.items() if v is not None})
-        merged["Env"] = oci_spec.merged_env(config, image_config)
-        for key in ("Cmd", "Entrypoint", "WorkingDir", "User", "StopSignal", "Volumes",
-                    "ExposedPorts", "Healthcheck"):
-            if not config.get(key) and image_config.get(key) is not None:
-                if key == "Cmd" and config.get("Entrypoint") is not None:
-                    continue  # an Entrypoint given at create drops the image's Cmd
-                merged[key] = image_config[key]
-        labels = dict(image_config.get("Labels") or {})
-        labels.update(config.get("Labels") or {})
-        merged["Labels"] = labels
+        merged.update({k: v for k, v in oci_spec.merge_config(config, image_config).items()
+                       if v is not None})
         return merged
 
     def _check_host_config(self, host_config: dict) -> None:
@@ -315,7 +311,16 @@ class ContainerService:
         c = self.get(ref)
         async with c.lock:
             Lifecycle.check_startable(c)
-            await self._start(c)
+            try:
+                await self._start(c)
+            except Exception:
+                c.attach_pending = False
+                if c.doc["HostConfig"].get("AutoRemove"):
+                    # as Docker: a --rm container that cannot start is removed (the CLI
+                    # waits for condition=removed)
+                    asyncio.get_running_loop().create_task(
+                        self.remove(c.id, force=True, volumes=True, link=False))
+                raise
 
     async def _start(self, c: Container) -> None:
         try:
@@ -341,17 +346,11 @@ class ContainerService:
         reply = await self.zygote.request("container", params)
         if not reply.get("ok"):
             await asyncio.to_thread(self._unmount, c)
-            c.attach_pending = False
             message = reply.get("error", "unknown error")
             c.state.update({"Error": message, "ExitCode": 127 if "not found" in message
                             or "no such file" in message else 128})
             self.store.update(c.doc)
             full = f"failed to create task for container: OCI runtime create failed: {message}"
-            if c.doc["HostConfig"].get("AutoRemove"):
-                # as Docker: a --rm container that cannot start is removed (the CLI waits
-                # for condition=removed)
-                asyncio.get_running_loop().create_task(
-                    self.remove(c.id, force=True, volumes=True, link=False))
             if "not found" in message or "no such file" in message or "permission denied" in message:
                 raise InvalidParameter(full)
             raise EngineError(full)
@@ -420,25 +419,22 @@ class ContainerService:
 
     def _namespaces(self, host_config: dict) -> dict[str, str | None]:
         """Namespace type -> None (new) or a path to join; absent: the host's."""
-        namespaces: dict[str, str | None] = {"mount": None}
+        from kobako.engine import oci_spec
+
+        # container:<id> modes are joined below; default_namespaces leaves them to us
+        private = {key: ("" if str(host_config.get(key) or "").startswith("container:")
+                         else host_config.get(key))
+                   for key in ("PidMode", "IpcMode", "UTSMode", "NetworkMode")}
+        namespaces = oci_spec.default_namespaces({**host_config, **private})
         for kind, key, entry in (("pid", "PidMode", "pid"), ("ipc", "IpcMode", "ipc"),
                                  ("uts", "UTSMode", "uts"), ("network", "NetworkMode", "net")):
             mode = host_config.get(key) or ""
-            if mode == "host":
-                continue
             if mode.startswith("container:"):
                 other = self.get(mode.split(":", 1)[1])
                 if not other.running:
                     raise Conflict(f"cannot join {kind} namespace of a non running container: "
                                    f"container {other.id} is not running")
                 namespaces[kind] = f"/proc/{other.state['Pid']}/ns/{entry}"
-                continue
-            namespaces[kind] = None
-        from kobako.linux import cgroups
-
-        if (host_config.get("CgroupnsMode") or
-                ("private" if cgroups.host_mode() == "v2" else "host")) == "private":
-            namespaces["cgroup"] = None
         return namespaces
 
     def _unmount(self, c: Container) -> None:

@@ -160,40 +160,13 @@ class ExecService:
 
     def _process(self, instance: ExecInstance) -> dict:
         """The OCI process for the exec, from the container's own (caps, rlimits, ...)."""
-        from kobako.engine.users import resolve_user
+        from kobako.engine import oci_spec
 
         c = instance.container
-        config = instance.config
         bundle = os.path.join(self.containers._dir(c), "bundle")
         with open(os.path.join(bundle, "config.json")) as f:
             spec = json.load(f)
-        base = spec["process"]
-        env = list(base.get("env") or [])
-        keys = {e.split("=", 1)[0]: i for i, e in enumerate(env)}
-        for item in config.get("Env") or []:
-            key = item.split("=", 1)[0]
-            if key in keys:
-                env[keys[key]] = item
-            else:
-                env.append(item)
-        user = base.get("user") or {"uid": 0, "gid": 0}
-        if config.get("User"):
-            uid, gid, groups = resolve_user(spec["root"]["path"], config["User"], [])
-            user = {"uid": uid, "gid": gid, "additionalGids": groups}
-        process = {
-            "terminal": bool(config.get("Tty")),
-            "args": config["Cmd"],
-            "env": env,
-            "cwd": config.get("WorkingDir") or base.get("cwd") or "/",
-            "user": user,
-            "capabilities": base.get("capabilities"),
-            "noNewPrivileges": base.get("noNewPrivileges", False),
-            "rlimits": base.get("rlimits") or [],
-        }
-        if config.get("Privileged"):
-            from kobako.linux.capabilities import ALL_CAPS
-
-            names = list(ALL_CAPS)
-            process["capabilities"] = {k: names for k in
-                                       ("bounding", "effective", "permitted")}
-        return process
+        return oci_spec.exec_process(container_spec=spec, exec_config=instance.config,
+                                     container_config=c.doc["Config"],
+                                     host_config=c.doc["HostConfig"],
+                                     rootfs=spec["root"]["path"])
