@@ -8,20 +8,51 @@ import subprocess
 import time
 
 import pytest
-from kobakod_fixture import Kobakod
+from daemon_fixture import DOCKER, Daemon, busybox_rootfs_tar
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
 
+class Engine:
+    """A kobakod with a busybox image, driven by the docker CLI in text mode."""
+
+    def __init__(self, daemon: Daemon):
+        self.daemon = daemon
+        self.host = daemon.host
+
+    def docker(self, *args: str, input: str | None = None, timeout: float = 60,
+               check: bool = False) -> subprocess.CompletedProcess:
+        result = subprocess.run([DOCKER, *args], capture_output=True, text=True, input=input,
+                                timeout=timeout, env=self.daemon.env())
+        if check and result.returncode != 0:
+            raise AssertionError(f"docker {' '.join(args)} failed ({result.returncode}):\n"
+                                 f"{result.stdout}\n{result.stderr}\n{self.daemon.log()}")
+        return result
+
+    def leaks(self) -> list[str]:
+        """Mounts and runtime state that no container owns any more."""
+        with open("/proc/self/mountinfo") as f:
+            found = [line.split()[4] for line in f if str(self.daemon.base) in line.split()[4]]
+        runtime_root = self.daemon.exec_root / "runtime"
+        if runtime_root.is_dir():
+            found += [str(p) for p in runtime_root.iterdir()]
+        return found
+
+
 @pytest.fixture(scope="module")
 def kobakod():
-    daemon = Kobakod()
-    daemon.start()
+    daemon = Daemon().start()
+    engine = Engine(daemon)
     try:
-        daemon.import_busybox()
-        yield daemon
+        tar = busybox_rootfs_tar(str(daemon.base / "busybox.tar"))
+        engine.docker("import", "--change", 'CMD ["sh"]', tar, "busybox:latest", check=True)
+        yield engine
+        ids = engine.docker("ps", "-aq").stdout.split()
+        if ids:
+            engine.docker("rm", "-f", *ids, timeout=120)
+        assert not engine.leaks(), engine.leaks()
     finally:
-        daemon.cleanup()
+        daemon.stop()
 
 
 def cgroup_file(pid: int, controller: str, name: str) -> str:
@@ -88,7 +119,7 @@ def test_detached_lifecycle_with_exec_and_logs(kobakod):
 
 
 def test_tty_run_through_a_real_pty(kobakod):
-    env = dict(os.environ, DOCKER_HOST=kobakod.host)
+    env = kobakod.daemon.env()
     result = subprocess.run(
         ["script", "-qec", "docker run -it --rm busybox sh -c 'tty; exit 4'", "/dev/null"],
         capture_output=True, text=True, timeout=60, env=env, stdin=subprocess.DEVNULL,
@@ -149,8 +180,7 @@ def test_errors_have_docker_status_and_wording(kobakod):
 
 
 def test_docker_py(kobakod):
-    docker = pytest.importorskip("docker")
-    client = docker.DockerClient(base_url=kobakod.host)
+    client = kobakod.daemon.docker_py()
     try:
         container = client.containers.run("busybox", ["sh", "-c", "echo py; exit 2"],
                                           detach=True, name="kbt-py")
