@@ -119,6 +119,13 @@ class ContainerService:
         os.makedirs(self.runtime_root, mode=0o700, exist_ok=True)
         os.makedirs(self.sockets, mode=0o700, exist_ok=True)
         self.containers: dict[str, Container] = {c["Id"]: Container(c) for c in self.store.all()}
+        # Set by the daemon when those subsystems exist; see the hook calls below.
+        # networks: on_create(doc, networking), on_start(doc) -> netns path | None,
+        #           on_stop(doc), on_remove(doc)
+        # volumes:  on_create(doc, image_config), oci_mounts(doc) -> [OCI mount],
+        #           on_remove(doc, remove_anonymous)
+        self.networks = None
+        self.volumes = None
         from kobako.engine.exec import ExecService
 
         self.execs = ExecService(self)
@@ -258,6 +265,17 @@ class ContainerService:
             "NetworkSettings": _network_settings(host_config),
             "Kobako": {"rootfs": dataclasses.asdict(spec)},
         }
+        try:
+            if self.volumes is not None:
+                await self.volumes.on_create(doc, image_config)
+            if self.networks is not None:
+                await self.networks.on_create(doc, networking or {})
+        except BaseException:
+            await asyncio.to_thread(self.images.release, cid)
+            import shutil
+
+            shutil.rmtree(self._dir(cid), ignore_errors=True)
+            raise
         self.store.insert(doc, created_ts)
         c = Container(doc)
         self.containers[cid] = c
@@ -323,12 +341,15 @@ class ContainerService:
                 raise
 
     async def _start(self, c: Container) -> None:
+        netns = await self.networks.on_start(c.doc) if self.networks is not None else None
         try:
-            bundle = await asyncio.to_thread(self._write_bundle, c)
-        except ValueError as err:
-            if isinstance(err, EngineError):
-                raise
-            raise InvalidParameter(str(err)) from None
+            bundle = await asyncio.to_thread(self._write_bundle, c, netns)
+        except BaseException as err:
+            if self.networks is not None:
+                await self.networks.on_stop(c.doc)
+            if isinstance(err, ValueError) and not isinstance(err, EngineError):
+                raise InvalidParameter(str(err)) from None
+            raise
         config = c.doc["Config"]
         params = {
             "id": c.id, "bundle": bundle, "runtime_root": self.runtime_root,
@@ -346,6 +367,8 @@ class ContainerService:
         reply = await self.zygote.request("container", params)
         if not reply.get("ok"):
             await asyncio.to_thread(self._unmount, c)
+            if self.networks is not None:
+                await self.networks.on_stop(c.doc)
             message = reply.get("error", "unknown error")
             c.state.update({"Error": message, "ExitCode": 127 if "not found" in message
                             or "no such file" in message else 128})
@@ -366,7 +389,7 @@ class ContainerService:
         self._event(c, "start")
         self._watch(c)
 
-    def _write_bundle(self, c: Container) -> str:
+    def _write_bundle(self, c: Container, netns: str | None = None) -> str:
         from kobako.engine import oci_spec
         from kobako.image.snapshots import MountSpec, mount
 
@@ -375,7 +398,11 @@ class ContainerService:
         try:
             host_config = c.doc["HostConfig"]
             extra_mounts = self._etc_files(c, host_config)
+            if self.volumes is not None:
+                extra_mounts += self.volumes.oci_mounts(c.doc)
             namespaces = self._namespaces(host_config)
+            if netns is not None:
+                namespaces["network"] = netns
             bundle = os.path.join(self._dir(c), "bundle")
             os.makedirs(bundle, exist_ok=True)
             doc = oci_spec.build_spec(
@@ -492,6 +519,8 @@ class ContainerService:
 
     async def _on_exit(self, c: Container, exit_doc: dict) -> None:
         await asyncio.to_thread(self._unmount, c)
+        if self.networks is not None:
+            await self.networks.on_stop(c.doc)
         c.state.update({
             "Status": "exited", "Running": False, "Paused": False, "Restarting": False,
             "Pid": 0, "ExitCode": exit_doc.get("exit_code", 255),
@@ -600,6 +629,10 @@ class ContainerService:
         if c.id not in self.containers:
             return  # removed meanwhile (AutoRemove)
         del self.containers[c.id]
+        if self.networks is not None:
+            await self.networks.on_remove(c.doc)
+        if self.volumes is not None:
+            await self.volumes.on_remove(c.doc, volumes)
         await asyncio.to_thread(self._remove_files, c)
         self.store.delete(c.id)
         self._event(c, "destroy")
