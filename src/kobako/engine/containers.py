@@ -548,13 +548,21 @@ class ContainerService:
         return Runtime(self.runtime_root)
 
     async def _signal(self, c: Container, sig: int, all_processes: bool = False) -> None:
+        from kobako.linux.cgroups import CgroupError
         from kobako.runtime.errors import RuntimeFailure
 
+        runtime = self._runtime()
         try:
-            await asyncio.to_thread(self._runtime().kill, c.id, sig, all_processes)
-        except RuntimeFailure as err:
-            if "not running" not in str(err) and "does not exist" not in str(err):
-                raise EngineError(f"cannot kill container {c.id}: {err}") from err
+            await asyncio.to_thread(runtime.kill, c.id, sig, all_processes)
+        except (RuntimeFailure, CgroupError, OSError) as err:
+            # the container may have ended (and its cgroup gone) while we signalled it
+            try:
+                _, status = await asyncio.to_thread(runtime.status, c.id)
+            except RuntimeFailure:
+                return
+            if status == "stopped":
+                return
+            raise EngineError(f"cannot kill container {c.id}: {err}") from err
 
     async def kill(self, ref: str, signal: str | None) -> None:
         c = self.get(ref)
