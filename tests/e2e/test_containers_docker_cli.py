@@ -190,3 +190,45 @@ def test_docker_py(kobakod):
         assert client.containers.run("busybox", ["echo", "hi"], remove=True) == b"hi\n"
     finally:
         client.close()
+
+
+def wait_for(predicate, timeout: float = 30, interval: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(interval)
+
+
+def test_on_failure_restart_policy_stops_after_max_retries(kobakod):
+    kobakod.docker("run", "-d", "--name", "kbt-onfail", "--restart", "on-failure:3", "busybox",
+                   "sh", "-c", "exit 7", check=True)
+
+    def settled() -> bool:
+        state = json.loads(kobakod.docker("inspect", "kbt-onfail").stdout)[0]
+        return state["RestartCount"] == 3 and state["State"]["Status"] == "exited"
+
+    wait_for(settled)
+    time.sleep(1.0)  # no fourth restart comes
+    doc = json.loads(kobakod.docker("inspect", "kbt-onfail").stdout)[0]
+    assert doc["RestartCount"] == 3 and doc["State"]["ExitCode"] == 7
+    kobakod.docker("rm", "kbt-onfail", check=True)
+
+
+def test_healthcheck_turns_unhealthy_then_healthy(kobakod):
+    kobakod.docker("run", "-d", "--name", "kbt-health", "--health-cmd", "test -e /tmp/ok",
+                   "--health-interval", "300ms", "--health-retries", "2",
+                   "busybox", "sleep", "1000", check=True)
+
+    def status() -> str:
+        return kobakod.docker("inspect", "--format", "{{.State.Health.Status}}",
+                              "kbt-health").stdout.strip()
+
+    try:
+        wait_for(lambda: status() == "unhealthy")
+        assert "(unhealthy)" in kobakod.docker("ps", "--filter", "name=kbt-health").stdout
+        kobakod.docker("exec", "kbt-health", "touch", "/tmp/ok", check=True)
+        wait_for(lambda: status() == "healthy")
+        health = json.loads(kobakod.docker("inspect", "kbt-health").stdout)[0]["State"]["Health"]
+        assert health["FailingStreak"] == 0 and health["Log"][-1]["ExitCode"] == 0
+    finally:
+        kobakod.docker("rm", "-f", "kbt-health", check=True)

@@ -33,6 +33,7 @@ from kobako.engine.errors import (
     NotModified,
 )
 from kobako.engine.monitor import EXIT_FILE, MONITOR_FILE, now_rfc3339
+from kobako.engine.restart import RestartPolicy, next_delay
 
 log = logging.getLogger("kobakod.containers")
 
@@ -51,6 +52,9 @@ class Container:
         self.started = asyncio.Event()
         self.watch_task: asyncio.Task | None = None
         self.attach_pending = False
+        self.health = None  # a HealthMonitor while running with a healthcheck
+        self.restart_task: asyncio.Task | None = None
+        self.restart_delay = 0.0
         if not self.running:
             self.exited.set()
 
@@ -138,6 +142,14 @@ class ContainerService:
         for c in list(self.containers.values()):
             if c.running:
                 await self._restore(c)
+        for c in list(self.containers.values()):
+            policy = RestartPolicy(c.doc["HostConfig"].get("RestartPolicy"))
+            if not c.running and c.state["Status"] != "created" and policy.start_with_daemon(
+                    bool(c.private.get("manually_stopped"))):
+                try:
+                    await self.start(c.id)
+                except EngineError as err:
+                    log.warning("restarting %s at daemon start failed: %s", c.id, err)
 
     async def _restore(self, c: Container) -> None:
         if os.path.exists(self._socket(c)):
@@ -385,9 +397,20 @@ class ContainerService:
         c.exited.clear()
         c.started.set()
         c.attach_pending = False
+        c.private.pop("manually_stopped", None)
+        c.private["started_monotonic"] = time.monotonic()
+        self._start_health(c)
         self.store.update(c.doc)
         self._event(c, "start")
         self._watch(c)
+
+    def _start_health(self, c: Container) -> None:
+        from kobako.engine.health import HealthMonitor, probe_command
+
+        healthcheck = c.doc["Config"].get("Healthcheck")
+        if probe_command(healthcheck) is not None:
+            c.health = HealthMonitor(self, c, healthcheck)
+            c.health.start()
 
     def _write_bundle(self, c: Container, netns: str | None = None) -> str:
         from kobako.engine import oci_spec
@@ -531,14 +554,61 @@ class ContainerService:
         self.store.update(c.doc)
         if c.state["OOMKilled"]:
             self._event(c, "oom")
+        if c.health is not None:
+            c.health.stop()
+            c.health = None
         self._event(c, "die", {"exitCode": str(c.state["ExitCode"])})
         c.started.clear()
         c.exited.set()
+        if self._schedule_restart(c):
+            return
         if c.doc["HostConfig"].get("AutoRemove"):
             try:
                 await self.remove(c.id, force=True, volumes=True, link=False)
             except NotFound:
                 pass
+
+    def _schedule_restart(self, c: Container) -> bool:
+        policy = RestartPolicy(c.doc["HostConfig"].get("RestartPolicy"))
+        if c.id not in self.containers or not policy.should_restart(
+                c.state["ExitCode"], c.doc.get("RestartCount", 0),
+                bool(c.private.get("manually_stopped"))):
+            return False
+        ran_for = time.monotonic() - c.private.get("started_monotonic", time.monotonic())
+        c.restart_delay = next_delay(c.restart_delay, ran_for)
+        c.state.update({"Restarting": True, "Status": "restarting"})
+        self.store.update(c.doc)
+
+        async def restart_later() -> None:
+            await asyncio.sleep(c.restart_delay)
+            async with c.lock:
+                c.state["Restarting"] = False
+                if c.id not in self.containers or c.private.get("manually_stopped"):
+                    c.state["Status"] = "exited"
+                    self.store.update(c.doc)
+                    return
+                c.doc["RestartCount"] = c.doc.get("RestartCount", 0) + 1
+                try:
+                    await self._start(c)
+                except EngineError as err:
+                    log.warning("restart of %s failed: %s", c.id, err)
+                    c.state["Status"] = "exited"
+                    self.store.update(c.doc)
+                    return
+            self._event(c, "restart")
+
+        c.restart_task = asyncio.get_running_loop().create_task(restart_later())
+        return True
+
+    def _cancel_restart(self, c: Container) -> bool:
+        """Stop a pending restart (docker stop/kill/rm of a restarting container)."""
+        c.private["manually_stopped"] = True
+        if c.restart_task is not None and not c.restart_task.done():
+            c.restart_task.cancel()
+            c.state.update({"Restarting": False, "Status": "exited"})
+            self.store.update(c.doc)
+            return True
+        return False
 
     # -- signals and stopping ----------------------------------------------------------
 
@@ -567,13 +637,18 @@ class ContainerService:
     async def kill(self, ref: str, signal: str | None) -> None:
         c = self.get(ref)
         sig = parse_signal(signal or "SIGKILL")
+        if self._cancel_restart(c):
+            return
         Lifecycle.check_running(c)
         await self._signal(c, sig, all_processes=sig == signal_module.SIGKILL)
         self._event(c, "kill", {"signal": str(sig)})
 
     async def stop(self, ref: str, timeout: int | None, signal: str | None) -> None:
         c = self.get(ref)
-        if not c.running:
+        if self._cancel_restart(c) or not c.running:
+            if c.running:
+                await self._stop(c, timeout, signal)
+                return
             raise NotModified("container already stopped")
         await self._stop(c, timeout, signal)
 
@@ -598,6 +673,7 @@ class ContainerService:
 
     async def restart(self, ref: str, timeout: int | None, signal: str | None) -> None:
         c = self.get(ref)
+        self._cancel_restart(c)  # also keeps the exit below from triggering the policy
         async with c.lock:
             if c.running:
                 await self._stop(c, timeout, signal)
@@ -628,6 +704,7 @@ class ContainerService:
     async def remove(self, ref: str, force: bool, volumes: bool, link: bool) -> None:
         c = self.get(ref)
         Lifecycle.check_removable(c, force)
+        self._cancel_restart(c)
         if c.running:
             if c.state.get("Paused"):
                 await asyncio.to_thread(self._runtime().kill, c.id, signal_module.SIGKILL, True)
@@ -1089,9 +1166,17 @@ def _human_duration(seconds: float) -> str:
 
 def _human_status(state: dict) -> str:
     now = time.time()
+    if state.get("Restarting"):
+        return (f"Restarting ({state.get('ExitCode', 0)}) "
+                f"{_human_duration(now - _parse_time(state['FinishedAt']))} ago")
     if state.get("Running"):
         up = f"Up {_human_duration(now - _parse_time(state['StartedAt']))}"
-        return up + " (Paused)" if state.get("Paused") else up
+        if state.get("Paused"):
+            return up + " (Paused)"
+        health = (state.get("Health") or {}).get("Status")
+        if health == "starting":
+            return up + " (health: starting)"
+        return up + f" ({health})" if health else up
     if state.get("Status") == "created":
         return "Created"
     if state.get("FinishedAt", ZERO_TIME) == ZERO_TIME:

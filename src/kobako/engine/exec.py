@@ -76,6 +76,10 @@ class ExecService:
         self.containers._event(container, f"exec_create: {' '.join(cmd)}", {"execID": exec_id})
         return {"Id": exec_id}
 
+    def forget(self, exec_id: str) -> None:
+        """Drop a finished instance (health probes are not kept, as in Docker)."""
+        self.instances.pop(exec_id, None)
+
     def inspect(self, exec_id: str) -> dict:
         return self.get(exec_id).inspect()
 

@@ -1,0 +1,41 @@
+"""Restart policies: no, always, unless-stopped, on-failure[:max], with Docker's back-off.
+
+Docker's restart manager waits 100 ms before the first restart and doubles the wait
+each time, up to a minute; a container that ran for 10 seconds or more starts over
+at 100 ms.
+"""
+
+from __future__ import annotations
+
+INITIAL_DELAY = 0.1
+MAX_DELAY = 60.0
+RESET_AFTER = 10.0  # seconds of running that reset the back-off
+
+
+class RestartPolicy:
+    def __init__(self, policy: dict | None):
+        policy = policy or {}
+        self.name = policy.get("Name") or "no"
+        self.max_retries = int(policy.get("MaximumRetryCount") or 0)
+
+    def should_restart(self, exit_code: int, restart_count: int, manually_stopped: bool) -> bool:
+        """After an exit: whether to start the container again."""
+        if manually_stopped:
+            return False
+        if self.name in ("always", "unless-stopped"):
+            return True
+        if self.name == "on-failure":
+            return exit_code != 0 and (self.max_retries == 0 or restart_count < self.max_retries)
+        return False
+
+    def start_with_daemon(self, manually_stopped: bool) -> bool:
+        """At daemon start, for a container that is not running."""
+        if self.name == "always":
+            return True
+        return self.name == "unless-stopped" and not manually_stopped
+
+
+def next_delay(previous: float, ran_for: float) -> float:
+    if ran_for >= RESET_AFTER or previous <= 0:
+        return INITIAL_DELAY
+    return min(previous * 2, MAX_DELAY)
