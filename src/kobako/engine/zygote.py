@@ -119,8 +119,12 @@ def _serve(sock: socket.socket) -> None:
         f.write("kobako-zygote")
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    # monitors are our children: reap them as they exit, not only at the next request
+    # monitors are our children: reap them as they exit, not only at the next request;
+    # and as a subreaper we also reap a container init whose monitor was killed
     signal.signal(signal.SIGCHLD, lambda _signum, _frame: _reap_children())
+    from kobako.linux import syscalls as sc
+
+    sc.real().prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
     _preload()
     bodies = {"container": monitor.run_container_monitor, "exec": monitor.run_exec_monitor}
     while True:
