@@ -217,3 +217,34 @@ def test_wrong_states(rt, bundle):
                  ("events", "--stats", container_id), ("start", container_id)):
         assert_clean_failure(rt, rt(*args, check=False))
     rt("delete", container_id)
+
+
+def test_delete_force_cleans_up_after_a_runtime_killed_during_create(rt, bundle, tmp_path):
+    # containerd kills a runtime that takes too long; what it leaves must be deletable
+    marker = tmp_path / "hook.pid"
+    bundle.config["hooks"] = {"createRuntime": [{
+        "path": "/bin/sh", "args": ["sh", "-c", f"echo $$ > {marker}; exec /bin/sleep 30"],
+    }]}
+    bundle.args("sleep", "60").write()
+    container_id = rt.new_id()
+    with open(bundle.out, "wb") as out:
+        create = subprocess.Popen(rt.argv("create", "--bundle", bundle.path, container_id),
+                                  stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+    try:
+        wait_for(lambda: marker.exists() and marker.read_text().strip(), what="the hook")
+        state = rt.state(container_id)
+        assert (state["status"], state["pid"]) == ("creating", 0)
+        # no pid yet: kill must not fall back to kill(0, ...), our own process group
+        assert_clean_failure(rt, rt("kill", container_id, "KILL", check=False),
+                             "container not running")
+        assert [d["id"] for d in json.loads(rt("list", "--format", "json").stdout)] == [
+            container_id]
+        create.kill()
+        create.wait()
+    finally:
+        hook = int(marker.read_text()) if marker.exists() and marker.read_text().strip() else 0
+        if hook:
+            os.kill(hook, 9)  # the hook we made: it outlives the killed runtime
+    rt("delete", "--force", container_id)
+    assert rt.state_dirs() == []
+    assert leaked_cgroups(container_id) == []

@@ -118,9 +118,12 @@ class Runtime:
 
             mgr = cgroups.open_manager(linux.get("cgroupsPath"), container_id,
                                        self.systemd_cgroup)
+            state.cgroup_paths = mgr.paths
+            # saved as "creating" first: if we are killed from here on (containerd does that
+            # on a timeout), `delete --force` still finds what to remove
+            state_dir.save(state)
             mgr.create()
             mgr.apply(_with_default_device_rules(linux))
-            state.cgroup_paths = mgr.paths
             os.mkfifo(state_dir.fifo, 0o622)
             # the init opens it for writing as the container's root (runc chowns it too)
             os.chmod(state_dir.fifo, 0o622)
@@ -237,6 +240,8 @@ class Runtime:
             if status == PAUSED and sig == signal.SIGKILL:
                 mgr.thaw()
             return
+        if state.pid <= 0:  # still creating: kill(0) would signal our own process group
+            raise ContainerNotRunning()
         try:
             os.kill(state.pid, sig)
         except ProcessLookupError:
