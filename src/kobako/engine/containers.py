@@ -968,8 +968,11 @@ class ContainerService:
         Lifecycle.check_running(c)
         await monitor_link.resize(self._socket(c), height, width)
 
-    async def stats(self, ref: str, stream: bool):
-        raise EngineError("stats are not available yet")
+    async def stats(self, ref: str, stream: bool, one_shot: bool = False):
+        from kobako.engine.stats import container_stats
+
+        return container_stats(self.get(ref), self.runtime_root, stream=stream,
+                               one_shot=one_shot)
 
     async def changes(self, ref: str) -> list[dict]:
         raise EngineError("changes are not available yet")
