@@ -88,6 +88,21 @@ class Relay:
         self.outputs: dict[int, int] = {}  # fd -> stream
         self.selector.register(listener, selectors.EVENT_READ, "accept")
 
+    def connect(self, tty: bool, child_fds, ours) -> None:
+        """Take our ends of the process's stdio (see _stdio), once the process has its own."""
+        from kobako.runtime.console import receive_master
+
+        if tty:
+            self.master = receive_master(ours)
+            ours.close()
+            self.add_output(self.master, STDOUT)
+            return
+        for fd in child_fds:
+            os.close(fd)
+        self.stdin_fd, out_r, err_r = ours
+        self.add_output(out_r, STDOUT)
+        self.add_output(err_r, STDERR)
+
     def add_output(self, fd: int, stream: int) -> None:
         os.set_blocking(fd, False)
         self.outputs[fd] = stream
@@ -308,7 +323,6 @@ def _stdio(tty: bool, open_stdin: bool):
 def run_container_monitor(params: dict, reply) -> None:
     """The body of a container's monitor. `reply(doc)` answers the daemon's request once."""
     from kobako.engine.logs import LogConfig, open_writer
-    from kobako.runtime.console import receive_master
     from kobako.runtime.container import Runtime
 
     container_dir = params["container_dir"]
@@ -324,17 +338,7 @@ def run_container_monitor(params: dict, reply) -> None:
     child_fds, console, ours = _stdio(tty, params.get("open_stdin", False))
     try:
         state = runtime.create(cid, params["bundle"], stdio=child_fds, console=console)
-        if tty:
-            relay.master = receive_master(ours)
-            ours.close()
-            relay.add_output(relay.master, STDOUT)
-        else:
-            for fd in child_fds:
-                os.close(fd)
-            stdin_w, out_r, err_r = ours
-            relay.stdin_fd = stdin_w
-            relay.add_output(out_r, STDOUT)
-            relay.add_output(err_r, STDERR)
+        relay.connect(tty, child_fds, ours)
         runtime.start(cid)
     except Exception as err:  # noqa: BLE001 - reported to the daemon, which shows it to the user
         try:
@@ -399,7 +403,6 @@ def _reap(pid: int, runtime, cid: str, params: dict) -> dict:
 
 def run_exec_monitor(params: dict, reply) -> None:
     """The body of an exec's monitor: spawns the process in the container and relays its IO."""
-    from kobako.runtime.console import receive_master
     from kobako.runtime.container import Runtime
     from kobako.runtime.exec import spawn_exec
 
@@ -418,16 +421,7 @@ def run_exec_monitor(params: dict, reply) -> None:
         os.unlink(params["socket"])
         reply({"ok": False, "error": str(err)})
         return
-    if tty:
-        relay.master = receive_master(ours)
-        ours.close()
-        relay.add_output(relay.master, STDOUT)
-    else:
-        for fd in child_fds:
-            os.close(fd)
-        relay.stdin_fd, out_r, err_r = ours
-        relay.add_output(out_r, STDOUT)
-        relay.add_output(err_r, STDERR)
+    relay.connect(tty, child_fds, ours)
     reply({"ok": True, "pid": pid})
     pidfd = os.pidfd_open(pid)
     relay.run_until(pidfd)

@@ -62,6 +62,23 @@ def make_controlling_terminal(slave_path: str) -> None:
         os.close(slave)
 
 
+def become_terminal_of(console_sock: socket.socket, process: dict, before_handover=None) -> None:
+    """Make a new pty this process's terminal and send its master over console_sock.
+
+    before_handover(slave_path) runs once the pty exists (the init binds it on
+    /dev/console there)."""
+    master, slave = open_pty()
+    if before_handover is not None:
+        before_handover(slave)
+    size = process.get("consoleSize")
+    if size:
+        set_size(master, size.get("height", 24), size.get("width", 80))
+    send_master(console_sock, master, slave)
+    os.close(master)
+    console_sock.close()
+    make_controlling_terminal(slave)
+
+
 def set_size(fd: int, rows: int, cols: int) -> None:
     import struct
 

@@ -201,14 +201,7 @@ def _exec_stage2(ctx: ExecContext) -> None:
     if process.get("terminal"):
         from . import console
 
-        master, slave = console.open_pty()
-        size = process.get("consoleSize")
-        if size:
-            console.set_size(master, size.get("height", 24), size.get("width", 80))
-        console.send_master(ctx.console, master, slave)
-        os.close(master)
-        ctx.console.close()
-        console.make_controlling_terminal(slave)
+        console.become_terminal_of(ctx.console, process)
     proc.set_rlimits(process.get("rlimits") or [])
     user = process.get("user") or {}
     env = proc.environment(process, proc.home_of(user.get("uid", 0)))

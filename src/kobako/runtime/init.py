@@ -215,20 +215,16 @@ def _setup_console(ctx: InitContext, rootfs) -> None:
 
     if ctx.console is None:
         raise RuntimeFailure("process.terminal is set but no --console-socket was given")
-    master, slave = console.open_pty()
-    # /dev/console is the container's terminal, as in runc
-    fd = rootfs.root.make_file("/dev/console")
-    try:
-        sc.real().mount(slave, f"/proc/self/fd/{fd}", None, sc.MS_BIND, None)
-    finally:
-        os.close(fd)
-    size = (ctx.config.get("process") or {}).get("consoleSize")
-    if size:
-        console.set_size(master, size.get("height", 24), size.get("width", 80))
-    console.send_master(ctx.console, master, slave)
-    os.close(master)
-    ctx.console.close()
-    console.make_controlling_terminal(slave)
+
+    def bind_dev_console(slave: str) -> None:
+        # /dev/console is the container's terminal, as in runc
+        fd = rootfs.root.make_file("/dev/console")
+        try:
+            sc.real().mount(slave, f"/proc/self/fd/{fd}", None, sc.MS_BIND, None)
+        finally:
+            os.close(fd)
+
+    console.become_terminal_of(ctx.console, ctx.config.get("process") or {}, bind_dev_console)
 
 
 def _set_names(config: dict, plan: NamespacePlan, sys: sc.Syscalls) -> None:
