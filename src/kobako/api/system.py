@@ -210,14 +210,11 @@ async def events(request: web.Request) -> web.StreamResponse:
 
 
 async def system_df(request: web.Request) -> web.Response:
+    from kobako.engine.disk_usage import disk_usage
+
     c = ctx(request)
-    images: list[dict[str, Any]] = []
-    if c.images is not None:
-        images = await asyncio.to_thread(c.images.list, {}, False)
-    containers = await c.containers.list(all=True, limit=None, size=True, filters={})
-    layers = sum(int(i.get("Size") or 0) for i in images)
-    return web.json_response({"LayersSize": layers, "Images": images,
-                              "Containers": containers, "Volumes": [], "BuildCache": []})
+    types = request.query.getall("type", []) or None
+    return web.json_response(await disk_usage(c.containers, c.images, types))
 
 
 async def auth(request: web.Request) -> web.Response:
