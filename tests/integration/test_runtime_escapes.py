@@ -230,3 +230,16 @@ def test_the_init_is_out_of_reach_before_start_and_the_stub_is_sealed(rt, bundle
     finally:
         os.close(fd)
     rt.delete(container_id)
+
+
+def test_dev_null_symlink_in_the_rootfs_is_replaced_by_the_device(rt, bundle, private_rootfs,
+                                                                   host_target):
+    # no tmpfs on /dev: the rootfs' own /dev is used, and its "null" points elsewhere
+    victim = os.path.join(host_target, "victim")
+    dev_null = os.path.join(private_rootfs, "dev", "null")
+    os.symlink(victim, dev_null)
+    bundle.config["root"] = {"path": private_rootfs, "readonly": False}
+    bundle.config["mounts"] = [m for m in bundle.config["mounts"] if m["destination"] != "/dev"]
+    bundle.sh("stat -c '%F %t:%T' /dev/null; wc -c < /proc/timer_list; echo x > /dev/null")
+    assert rt.run(bundle).stdout.split("\n")[:2] == ["character special file 1:3", "0"]
+    assert os.listdir(host_target) == []
