@@ -308,6 +308,10 @@ def make_container_service(cfg: DaemonConfig, events: Any, images: Any, conn: An
                                events=events, images=images, conn=conn, zygote=zygote,
                                log_defaults={"Type": cfg.log_driver, "Config": cfg.log_opts})
     images.in_use = service.image_in_use  # rmi refuses an image a container uses
+    from kobako.engine.volumes import VolumeService
+
+    service.volumes = VolumeService(data_root=cfg.data_root, conn=conn, events=events,
+                                    containers=service)
     return service
 
 
