@@ -77,6 +77,12 @@ def test_exec_it_and_detach_keys(kobakod, image):
             os.close(master)
         proc, master = _spawn(kobakod, "attach", "--detach-keys", "ctrl-x", "kbk-e2e-tty-c")
         try:
+            # attach replays nothing: typing before it is connected would be lost, so
+            # poke the shell until a prompt comes back through the attachment
+            deadline = time.monotonic() + 20
+            while b"#" not in _read_until(master, b"#", timeout=0.5):
+                assert time.monotonic() < deadline, "attach never connected"
+                os.write(master, b"\r")
             os.write(master, b"echo attached-$((2+2))\r")
             assert b"attached-4" in _read_until(master, b"attached-4")
             os.write(master, b"\x18")  # ctrl-x: detach, the container keeps running

@@ -7,6 +7,7 @@ everything it made.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -43,11 +44,21 @@ def _busybox_rootfs(path: str) -> str:
 
 
 def _remove_cgroup_tree(name: str) -> None:
+    """Remove a test's cgroup parent; podman's own conmon cgroup may take a moment to empty."""
+    deadline = time.monotonic() + 10
     for hierarchy in os.listdir("/sys/fs/cgroup"):
         top = os.path.join("/sys/fs/cgroup", hierarchy, name)
-        if os.path.isdir(top):
-            for dirpath, _dirs, _files in sorted(os.walk(top), key=lambda w: -len(w[0])):
-                os.rmdir(dirpath)
+        if not os.path.isdir(top):
+            continue
+        for dirpath, _dirs, _files in sorted(os.walk(top), key=lambda w: -len(w[0])):
+            while True:
+                try:
+                    os.rmdir(dirpath)
+                    break
+                except OSError as err:
+                    if err.errno != errno.EBUSY or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
 
 
 def _leftover_cgroups(name: str) -> list[str]:
