@@ -248,3 +248,12 @@ def test_delete_force_cleans_up_after_a_runtime_killed_during_create(rt, bundle,
     rt("delete", "--force", container_id)
     assert rt.state_dirs() == []
     assert leaked_cgroups(container_id) == []
+
+
+@pytest.mark.parametrize("flags", [["--user", "bogus"], ["--user", "1:x"],
+                                   ["--additional-gids", "wheel"], ["--cwd", "relative"]])
+def test_bad_exec_flags(rt, bundle, flags):
+    container_id, _ = rt.start_detached(bundle.args("sleep", "60"))
+    proc = rt("exec", *flags, container_id, "true", check=False)
+    assert_clean_failure(rt, proc)
+    rt.delete(container_id)

@@ -214,6 +214,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as err:  # a bug of ours: still one line, and in --log for the shim
+        log.error(f"internal error: {type(err).__name__}: {err}")
+        if args.debug:
+            raise
+        return 1
 
 
 _LONG_GLOBALS = {"root", "log", "log-format", "debug", "systemd-cgroup", "rootless", "criu"}

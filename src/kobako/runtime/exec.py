@@ -73,8 +73,12 @@ def _process_from_args(state: ContainerState, args) -> dict:
     }
     if args.user:
         uid, _, gid = args.user.partition(":")
+        if not uid.isdigit() or not (gid or "0").isdigit():
+            raise ConfigError(f"invalid --user {args.user!r}: want UID[:GID], as numbers")
         process["user"] = {"uid": int(uid), "gid": int(gid or 0)}
     if args.additional_gids:
+        if not all(g.isdigit() for g in args.additional_gids):
+            raise ConfigError(f"invalid --additional-gids {args.additional_gids}: want numbers")
         process["user"]["additionalGids"] = [int(g) for g in args.additional_gids]
     for cap in args.cap:
         for kind in ("bounding", "effective", "permitted"):
