@@ -299,6 +299,96 @@ async def export(request: web.Request) -> web.StreamResponse:
     return resp
 
 
+# -- cp, update, commit ------------------------------------------------------------------
+
+PATH_STAT_HEADER = "X-Docker-Container-Path-Stat"
+
+
+def _stat_header(doc: dict[str, Any]) -> str:
+    import base64
+
+    return base64.b64encode(json.dumps(doc).encode()).decode()
+
+
+def _archive_path(request: web.Request) -> str:
+    path = str_param(request, "path")
+    if not path:
+        raise BadRequest("path is required")
+    return path
+
+
+async def archive_head(request: web.Request) -> web.Response:
+    doc = await ctx(request).containers.archive_stat(_ref(request), _archive_path(request))
+    return web.Response(status=200, headers={PATH_STAT_HEADER: _stat_header(doc)})
+
+
+async def archive_get(request: web.Request) -> web.StreamResponse:
+    head, chunks = await ctx(request).containers.archive_get(_ref(request),
+                                                             _archive_path(request))
+    try:
+        resp = web.StreamResponse(status=200, headers={
+            "Content-Type": "application/x-tar", PATH_STAT_HEADER: _stat_header(head)})
+        await resp.prepare(request)
+        request[STREAM_STARTED] = True
+        async for chunk in chunks:
+            await resp.write(chunk)
+        await resp.write_eof()
+        return resp
+    finally:
+        await chunks.aclose()
+
+
+async def archive_put(request: web.Request) -> web.Response:
+    import tempfile
+
+    from kobako.api.images import _spool_dir
+
+    path = _archive_path(request)
+    svc = ctx(request).containers
+    with tempfile.TemporaryFile(dir=_spool_dir(request)) as body:
+        while chunk := await request.content.read(256 * 1024):
+            await asyncio.to_thread(body.write, chunk)
+        body.seek(0)
+        await svc.archive_put(
+            _ref(request), path, body,
+            no_overwrite_dir_non_dir=bool_param(request, "noOverwriteDirNonDir"),
+            copy_uid_gid=bool_param(request, "copyUIDGID"))
+    return web.Response(status=200)
+
+
+_UPDATE_TYPES = {k: v for k, v in HOST_CONFIG_TYPES.items() if k in (
+    "CpuShares", "Memory", "NanoCpus", "CpuPeriod", "CpuQuota", "CpusetCpus", "CpusetMems",
+    "MemoryReservation", "MemorySwap", "BlkioWeight", "PidsLimit", "CpuRealtimePeriod",
+    "CpuRealtimeRuntime", "OomKillDisable", "RestartPolicy", "KernelMemory",
+    "MemorySwappiness", "BlkioWeightDevice", "BlkioDeviceReadBps", "BlkioDeviceWriteBps",
+    "BlkioDeviceReadIOps", "BlkioDeviceWriteIOps")}
+
+
+async def update(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    check_types(body, _UPDATE_TYPES, "container.UpdateConfig")
+    result = await ctx(request).containers.update(_ref(request), body)
+    return web.json_response({"Warnings": result.get("Warnings") or []})
+
+
+async def commit(request: web.Request) -> web.Response:
+    from kobako.api.images import _join_ref
+
+    container = str_param(request, "container")
+    if not container:
+        raise BadRequest("container is required")
+    body = await json_body(request)
+    check_types(body, CONFIG_TYPES, "container.Config")
+    repo = str_param(request, "repo") or ""
+    reference = _join_ref(repo, str_param(request, "tag") or "latest") if repo else None
+    result = await ctx(request).containers.commit(
+        container, reference=reference, changes=request.query.getall("changes", []),
+        config=body or None, comment=str_param(request, "comment") or "",
+        author=str_param(request, "author") or "",
+        pause=bool_param(request, "pause", default=True))
+    return web.json_response({"Id": result["Id"]}, status=201)
+
+
 async def not_yet(request: web.Request) -> web.Response:
     raise NotImplementedYet(f"{request.method} {request.path} is not implemented yet")
 
@@ -323,8 +413,9 @@ def register(add: Any) -> None:
     add("GET", "/containers/{id}/stats", stats)
     add("GET", "/containers/{id}/changes", changes)
     add("GET", "/containers/{id}/export", export)
-    add("GET", "/containers/{id}/archive", not_yet)
-    add("HEAD", "/containers/{id}/archive", not_yet)
-    add("PUT", "/containers/{id}/archive", not_yet)
-    add("POST", "/containers/{id}/update", not_yet)
+    add("GET", "/containers/{id}/archive", archive_get)
+    add("HEAD", "/containers/{id}/archive", archive_head)
+    add("PUT", "/containers/{id}/archive", archive_put)
+    add("POST", "/containers/{id}/update", update)
+    add("POST", "/commit", commit)
     add("DELETE", "/containers/{id}", remove)
