@@ -139,9 +139,13 @@ class ContainerService:
     async def startup(self) -> None:
         """Find every running container's monitor again (live restore)."""
         self.zygote.attach(asyncio.get_running_loop())
+        if self.networks is not None:
+            await self.networks.startup()
         for c in list(self.containers.values()):
             if c.running:
                 await self._restore(c)
+        if self.networks is not None:
+            await self.networks.sweep()  # what no running container owns after a crash
         for c in list(self.containers.values()):
             policy = RestartPolicy(c.doc["HostConfig"].get("RestartPolicy"))
             if not c.running and c.state["Status"] != "created" and policy.start_with_daemon(
@@ -164,6 +168,8 @@ class ContainerService:
         for c in self.containers.values():
             if c.watch_task is not None:
                 c.watch_task.cancel()
+        if self.networks is not None:
+            await self.networks.shutdown()
         self.zygote.stop()
 
     # -- lookups -----------------------------------------------------------------------
@@ -447,6 +453,9 @@ class ContainerService:
         hostname = c.doc["Config"].get("Hostname") or c.id[:12]
         c.doc["Config"]["Hostname"] = hostname
         host_network = host_config.get("NetworkMode") == "host"
+        nets = self.networks
+        own = "".join(f"{ip}\t{hostname}\n"
+                      for ip in (nets.container_addresses(c.doc) if nets else []))
         files = {
             "hostname": (hostname + "\n") if not host_network else _read("/etc/hostname"),
             "hosts": _read("/etc/hosts") if host_network else (
@@ -455,8 +464,12 @@ class ContainerService:
                 "ff02::2\tip6-allrouters\n"
                 + "".join(f"{entry.split(':', 1)[1]}\t{entry.split(':', 1)[0]}\n"
                           for entry in host_config.get("ExtraHosts") or [] if ":" in entry)
+                + own
             ),
-            "resolv.conf": _resolv_conf(host_config, host_network),
+            "resolv.conf": _resolv_conf(
+                host_config, host_network,
+                embedded_dns=bool(nets and nets.uses_embedded_dns(c.doc)),
+                host_text=nets.host_resolv_conf() if nets else None),
         }
         mounts = []
         for name, content in files.items():
@@ -814,7 +827,7 @@ class ContainerService:
             "ImageID": c.doc["Image"],
             "Command": command,
             "Created": int(_parse_time(c.doc["Created"])),
-            "Ports": [],
+            "Ports": _summary_ports(c.doc),
             "Labels": c.doc["Config"].get("Labels") or {},
             "State": c.state["Status"],
             "Status": _human_status(c.state),
@@ -1230,7 +1243,19 @@ def _read(path: str) -> str:
         return ""
 
 
-def _resolv_conf(host_config: dict, host_network: bool) -> str:
+def _resolv_conf(host_config: dict, host_network: bool, embedded_dns: bool = False,
+                 host_text: str | None = None) -> str:
+    text = _read("/etc/resolv.conf") if host_text is None else host_text
+    if embedded_dns:
+        # user-defined networks: the embedded DNS server (it forwards to --dns or the host's)
+        host_search = [line.split()[1:] for line in text.splitlines()
+                       if line.startswith("search")]
+        search = host_config.get("DnsSearch") or (host_search[-1] if host_search else [])
+        lines = ["nameserver 127.0.0.11"]
+        if search:
+            lines.append("search " + " ".join(search))
+        lines.append("options " + " ".join([*(host_config.get("DnsOptions") or []), "ndots:0"]))
+        return "\n".join(lines) + "\n"
     if host_config.get("Dns") or host_config.get("DnsSearch") or host_config.get("DnsOptions"):
         lines = [f"nameserver {ns}" for ns in host_config.get("Dns") or []]
         if host_config.get("DnsSearch"):
@@ -1238,7 +1263,6 @@ def _resolv_conf(host_config: dict, host_network: bool) -> str:
         if host_config.get("DnsOptions"):
             lines.append("options " + " ".join(host_config["DnsOptions"]))
         return "\n".join(lines) + "\n"
-    text = _read("/etc/resolv.conf")
     if host_network:
         return text
     # a loopback resolver of the host is unreachable from the container's own network
@@ -1304,6 +1328,23 @@ def _network_settings(host_config: dict) -> dict:
             }
         },
     }
+
+
+def _summary_ports(doc: dict) -> list[dict]:
+    """docker ps PORTS: published ports with their host side, exposed ones without."""
+    ports = []
+    published = (doc.get("NetworkSettings") or {}).get("Ports") or {}
+    for key in sorted(set(published) | set(doc["Config"].get("ExposedPorts") or {})):
+        port, _, proto = key.partition("/")
+        if not port.isdigit():
+            continue
+        entries = published.get(key) or []
+        for e in entries:
+            ports.append({"IP": e.get("HostIp") or "0.0.0.0", "PrivatePort": int(port),
+                          "PublicPort": int(e.get("HostPort") or 0), "Type": proto or "tcp"})
+        if not entries:
+            ports.append({"PrivatePort": int(port), "Type": proto or "tcp"})
+    return ports
 
 
 def _label_matches(labels: dict, spec: str) -> bool:

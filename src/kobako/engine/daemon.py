@@ -312,6 +312,11 @@ def make_container_service(cfg: DaemonConfig, events: Any, images: Any, conn: An
 
     service.volumes = VolumeService(data_root=cfg.data_root, conn=conn, events=events,
                                     containers=service)
+    from kobako.network.service import NetworkService
+
+    service.networks = NetworkService(conn=conn, exec_root=cfg.exec_root, containers=service,
+                                      events=events, bip=cfg.bip,
+                                      pools=cfg.default_address_pools or None)
     return service
 
 

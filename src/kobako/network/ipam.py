@@ -16,7 +16,10 @@ IPv4Network = ipaddress.IPv4Network
 IPv4Address = ipaddress.IPv4Address
 
 # Docker's default pools (libnetwork ipamutils): 172.17-31.0.0/16, then 192.168.0.0/16 in /20s
-DEFAULT_POOLS = [{"base": "172.17.0.0/12", "size": 16}, {"base": "192.168.0.0/16", "size": 20}]
+DEFAULT_POOLS = [{"base": b, "size": 16} for b in ("172.17.0.0/16", "172.18.0.0/15",
+                                                  "172.20.0.0/14", "172.24.0.0/14",
+                                                  "172.28.0.0/14")] + [
+    {"base": "192.168.0.0/16", "size": 20}]
 
 
 def parse_subnet(text: str) -> IPv4Network:

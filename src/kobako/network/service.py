@@ -351,8 +351,10 @@ class NetworkService:
         if not primary.is_bridge:
             raise InvalidNetworkConfig(f"network {mode} cannot be used with other networks")
         wanted = {primary.name: endpoints.get(mode) or endpoints.get(primary.name)
-                  or endpoints.get(primary.id) or {}}
+                  or endpoints.get(primary.id) or endpoints.get("default") or {}}
         for ref, cfg in endpoints.items():
+            if ref in ("default", mode):
+                continue
             net = self.get(ref)
             if net.id != primary.id:
                 if not net.is_bridge:
