@@ -227,6 +227,10 @@ def test_update_changes_the_cgroup(rt, bundle, tmp_path):
     assert read(pids) == "30"
     rt("update", "--pids-limit", "40", container_id)
     assert read(pids) == "40"
+    rt("update", "--memory", "80m", container_id)  # units, as runc takes them
+    assert read(memory) == str(80 << 20)
+    proc = rt("update", "--cpu-shares", "lots", container_id, check=False)
+    assert proc.returncode != 0 and proc.stderr.strip() == "invalid value for --cpu-shares: 'lots'"
     rt.delete(container_id)
 
 

@@ -332,25 +332,45 @@ def _update(args, log):
     _runtime(args, log).update(args.container_id, resources)
 
 
-def _resources_from_flags(args) -> dict:
-    def num(value):
-        return None if value is None else int(value)
+_BYTE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
 
-    memory = {"limit": num(args.memory), "reservation": num(args.memory_reservation),
-              "swap": num(args.memory_swap), "kernel": num(args.kernel_memory)}
-    cpu = {"shares": num(args.cpu_shares), "quota": num(args.cpu_quota),
-           "period": num(args.cpu_period), "realtimeRuntime": num(args.cpu_rt_runtime),
-           "realtimePeriod": num(args.cpu_rt_period), "cpus": args.cpuset_cpus,
-           "mems": args.cpuset_mems, "idle": num(args.cpu_idle)}
+
+def _flag_number(flag: str, value: str | None, byte_units: bool = False) -> int | None:
+    """A numeric update flag; memory flags take units as runc's (Docker's RAMInBytes): 10m, 1g."""
+    if value is None:
+        return None
+    text = value.strip().lower()
+    unit = ""
+    if byte_units:
+        text = text.removesuffix("b")
+        if text[-1:] in _BYTE_UNITS:
+            text, unit = text[:-1], text[-1]
+    try:
+        number = float(text) if unit and "." in text else int(text)
+    except ValueError:
+        raise RuntimeFailure(f"invalid value for --{flag}: {value!r}") from None
+    return int(number * _BYTE_UNITS[unit])
+
+
+def _resources_from_flags(args) -> dict:
+    def num(flag: str, byte_units: bool = False):
+        return _flag_number(flag, getattr(args, flag.replace("-", "_")), byte_units)
+
+    memory = {"limit": num("memory", True), "reservation": num("memory-reservation", True),
+              "swap": num("memory-swap", True), "kernel": num("kernel-memory", True)}
+    cpu = {"shares": num("cpu-shares"), "quota": num("cpu-quota"),
+           "period": num("cpu-period"), "realtimeRuntime": num("cpu-rt-runtime"),
+           "realtimePeriod": num("cpu-rt-period"), "cpus": args.cpuset_cpus,
+           "mems": args.cpuset_mems, "idle": num("cpu-idle")}
     resources: dict = {}
     for key, group in (("memory", memory), ("cpu", cpu)):
         group = {k: v for k, v in group.items() if v is not None}
         if group:
             resources[key] = group
     if args.pids_limit is not None:
-        resources["pids"] = {"limit": int(args.pids_limit)}
+        resources["pids"] = {"limit": num("pids-limit")}
     if args.blkio_weight is not None:
-        resources["blockIO"] = {"weight": int(args.blkio_weight)}
+        resources["blockIO"] = {"weight": num("blkio-weight")}
     return resources
 
 
