@@ -176,7 +176,8 @@ def test_errors_have_docker_status_and_wording(kobakod):
     finally:
         kobakod.docker("rm", "-f", "kbt-err", check=True)
     gone = kobakod.docker("kill", "kbt-nope")
-    assert gone.returncode != 0 and "No such container" in gone.stderr
+    assert gone.returncode != 0
+    assert "Error response from daemon: No such container: kbt-nope" in gone.stderr
 
 
 def test_docker_py(kobakod):

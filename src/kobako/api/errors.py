@@ -56,8 +56,10 @@ def message_for(exc: BaseException) -> str:
 def error_response(status: int, message: str) -> web.Response:
     if status == 304:
         return web.Response(status=304)
-    return web.Response(status=status, content_type="application/json",
-                        text=json.dumps({"message": message}) + "\n")
+    # exactly "application/json", no charset: the docker CLI compares the header to that
+    # string and otherwise prints the raw body instead of the message
+    return web.Response(status=status, headers={"Content-Type": "application/json"},
+                        body=(json.dumps({"message": message}) + "\n").encode())
 
 
 def response_for(exc: BaseException) -> web.Response:
