@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from kobako.api import containers, images, system, volumes
+from kobako.api import containers, images, networks, system, volumes
 from kobako.api import exec as exec_routes
 from kobako.api import version as v
 from kobako.api.context import CONTEXT_KEY, STREAM_STARTED, Context
@@ -71,4 +71,5 @@ def create_app(context: Context | None = None) -> web.Application:
     containers.register(add)
     exec_routes.register(add)
     volumes.register(add)
+    networks.register(add)
     return app
