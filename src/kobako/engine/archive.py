@@ -219,7 +219,7 @@ class _TarWriter:
         ti = tarfile.TarInfo(arcname)
         ti.mode = stat.S_IMODE(st.st_mode)
         ti.uid, ti.gid = st.st_uid, st.st_gid
-        ti.mtime = st.st_mtime
+        ti.mtime = int(st.st_mtime)
         return ti
 
     def add(self, dir_fd: int, name: str, arcname: str) -> None:

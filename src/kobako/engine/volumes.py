@@ -53,6 +53,7 @@ _LOCAL_OPTS = ("type", "device", "o")
 _MANDATORY = {"device": ("type",), "type": ("device",), "o": ("device", "type")}
 _LIST_FILTERS = ("dangling", "name", "label", "driver")
 _PRUNE_FILTERS = ("label", "label!", "all")
+_CREATE_GRACE = 600.0  # seconds a container being created keeps its volume references
 
 MIGRATIONS = [
     """
@@ -148,6 +149,7 @@ class VolumeService:
         self.events = events
         self.containers = containers  # ContainerService: --volumes-from looks containers up
         self.lock = threading.RLock()
+        self._creating: dict[str, float] = {}
         os.makedirs(self.root, mode=0o701, exist_ok=True)
         migrate(conn, "volumes", MIGRATIONS)
         self._repair()
@@ -167,15 +169,29 @@ class VolumeService:
         return [self._row(r) for r in rows]
 
     def _refs(self, name: str) -> list[str]:
-        rows = self.conn.execute("SELECT container FROM volume_refs WHERE volume = ?",
-                                 (name,)).fetchall()
-        return [r[0] for r in rows]
+        return self._all_refs().get(name, [])
 
     def _all_refs(self) -> dict[str, list[str]]:
+        """Volume -> the containers using it; references of containers that no longer
+        exist (a create that failed after our hook) are dropped on the way."""
         refs: dict[str, list[str]] = {}
-        for row in self.conn.execute("SELECT volume, container FROM volume_refs"):
-            refs.setdefault(row[0], []).append(row[1])
+        stale = []
+        for row in self.conn.execute("SELECT volume, container FROM volume_refs").fetchall():
+            if self._live(row[1]):
+                refs.setdefault(row[0], []).append(row[1])
+            else:
+                stale.append(row[1])
+        for container_id in set(stale):
+            log.info("dropping the volume references of unknown container %s", container_id)
+            self.conn.execute("DELETE FROM volume_refs WHERE container = ?", (container_id,))
         return refs
+
+    def _live(self, container_id: str) -> bool:
+        if self.containers is None or container_id in self.containers.containers:
+            return True
+        # being created: the container service records it after on_create returns
+        started = self._creating.get(container_id)
+        return started is not None and time.monotonic() - started < _CREATE_GRACE
 
     def volume_dir(self, name: str) -> str:
         return os.path.join(self.root, name)
@@ -364,6 +380,10 @@ class VolumeService:
         """Fill doc["Mounts"] and create the volumes they need (Docker's registerMountPoints)."""
         hc = doc.get("HostConfig") or {}
         private = doc.setdefault("Kobako", {}).setdefault("storage", {})
+        now = time.monotonic()
+        self._creating = {cid: t for cid, t in self._creating.items()
+                          if now - t < _CREATE_GRACE}
+        self._creating[doc["Id"]] = now
         mounts: dict[str, dict] = {}
         inherited: list[str] = []  # binds that come from --volumes-from
         nocopy: list[str] = []
@@ -490,6 +510,7 @@ class VolumeService:
         await asyncio.to_thread(self.release, doc, remove_anonymous)
 
     def release(self, doc: dict, remove_anonymous: bool) -> None:
+        self._creating.pop(doc["Id"], None)
         names = [m["Name"] for m in doc.get("Mounts") or [] if m.get("Type") == "volume"]
         with self.lock:
             self.conn.execute("DELETE FROM volume_refs WHERE container = ?", (doc["Id"],))
