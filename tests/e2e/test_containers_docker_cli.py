@@ -233,3 +233,34 @@ def test_healthcheck_turns_unhealthy_then_healthy(kobakod):
         assert health["FailingStreak"] == 0 and health["Log"][-1]["ExitCode"] == 0
     finally:
         kobakod.docker("rm", "-f", "kbt-health", check=True)
+
+
+def test_events_in_order(kobakod):
+    since = time.time() - 1
+    kobakod.docker("run", "--rm", "--name", "kbt-events", "busybox", "true", check=True)
+    result = kobakod.docker("events", "--since", f"{since:.3f}", "--until", f"{time.time():.3f}",
+                            "--filter", "container=kbt-events", "--format", "{{.Action}}",
+                            check=True)
+    actions = [a for a in result.stdout.split() if a in ("create", "start", "die", "destroy")]
+    assert actions == ["create", "start", "die", "destroy"]
+
+
+def test_init_reaps_as_pid_1(kobakod):
+    result = kobakod.docker("run", "--rm", "--init", "busybox", "ps", "-o", "pid,args",
+                            check=True)
+    first = result.stdout.splitlines()[1].split(None, 1)
+    assert first[0] == "1" and "docker-init" in first[1]
+
+
+def test_host_network_and_ipc_of_another_container(kobakod):
+    hostname = kobakod.docker("run", "--rm", "--network", "host", "busybox", "hostname",
+                              check=True).stdout.strip()
+    assert hostname == open("/etc/hostname").read().strip()
+    kobakod.docker("run", "-d", "--name", "kbt-ipc", "busybox", "sleep", "1000", check=True)
+    try:
+        pid = int(kobakod.docker("inspect", "--format", "{{.State.Pid}}", "kbt-ipc").stdout)
+        inside = kobakod.docker("run", "--rm", "--ipc", "container:kbt-ipc", "busybox",
+                                "readlink", "/proc/self/ns/ipc", check=True).stdout.strip()
+        assert inside == os.readlink(f"/proc/{pid}/ns/ipc")
+    finally:
+        kobakod.docker("rm", "-f", "kbt-ipc", check=True)
