@@ -119,7 +119,7 @@ def _split(path: str) -> tuple[str, str]:
 
 
 def _not_found(path: str, container: str) -> NotFound:
-    return NotFound(f"Could not find the file {path} in container {container}")
+    return NotFound(f"Could not find the file {_clean(path)} in container {container}")
 
 
 def _open_parent(root_fd: int, path: str, container: str) -> tuple[int, str]:
