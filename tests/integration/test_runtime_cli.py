@@ -314,3 +314,16 @@ def test_exec_preserve_fds(rt, bundle, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["through-fd-3", "done"]  # fd 4 was not asked for
     rt.delete(container_id)
+
+
+def test_delete_without_a_pid_namespace_kills_what_the_init_left(rt, bundle):
+    # no pid namespace: the init's exit does not take its children with it
+    bundle.drop_namespace("pid")
+    container_id, pid = rt.start_detached(bundle.sh("sleep 60 & echo started"))
+    wait_for(lambda: rt.state(container_id)["status"] == "stopped", what="the init to exit")
+    left = json.loads(rt("ps", "--format", "json", container_id).stdout)
+    assert len(left) == 1 and left[0] != pid
+    rt("delete", container_id, timeout=20)
+    assert rt.state_dirs() == []
+    wait_for(lambda: not os.path.exists(f"/proc/{left[0]}/cmdline")
+             or open(f"/proc/{left[0]}/cmdline").read() == "", what="the orphan to die")

@@ -280,7 +280,9 @@ class Runtime:
             from kobako.linux import cgroups
 
             mgr = cgroups.manager_for_paths(state.cgroup_paths)
-        if status != STOPPED:
+        # without a pid namespace of its own, the init's death leaves the rest running
+        # (runc kills them too): whatever is still in the cgroup goes
+        if status != STOPPED or (mgr is not None and mgr.procs()):
             self._kill_everything(state, mgr)
         try:
             hooks.run_hooks(state.config, "poststop", oci_state(state, STOPPED))
@@ -313,7 +315,12 @@ class Runtime:
         if state.pid and process_start_time(state.pid) == state.pid_start:
             self._kill_everything(state, mgr)
         if mgr is not None:
-            mgr.destroy()
+            from kobako.linux.cgroups.errors import CgroupError
+
+            try:
+                mgr.destroy()
+            except CgroupError as err:  # the state stays, so that delete can be retried
+                raise RuntimeFailure(f"cannot remove the cgroups of {state.id}: {err}") from err
         for name in os.listdir(state_dir.path) if os.path.isdir(state_dir.path) else []:
             os.unlink(os.path.join(state_dir.path, name))
         try:
