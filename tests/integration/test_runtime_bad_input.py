@@ -257,3 +257,12 @@ def test_bad_exec_flags(rt, bundle, flags):
     proc = rt("exec", *flags, container_id, "true", check=False)
     assert_clean_failure(rt, proc)
     rt.delete(container_id)
+
+
+def test_unwritable_pid_file_undoes_create(rt, bundle, tmp_path):
+    bundle.args("sleep", "60").write()
+    container_id = rt.new_id()
+    proc = rt("create", "--bundle", bundle.path, "--pid-file", str(tmp_path / "no" / "pid"),
+              container_id, check=False, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+              stderr=subprocess.PIPE, text=True)
+    assert_clean_failure(rt, proc, "pid", container_id=container_id)
