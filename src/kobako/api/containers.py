@@ -311,10 +311,7 @@ def _stat_header(doc: dict[str, Any]) -> str:
 
 
 def _archive_path(request: web.Request) -> str:
-    path = str_param(request, "path")
-    if not path:
-        raise BadRequest("path is required")
-    return path
+    return str_param(request, "path") or ""  # the service answers a missing one (400)
 
 
 async def archive_head(request: web.Request) -> web.Response:
