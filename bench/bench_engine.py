@@ -71,6 +71,19 @@ def pss_kib(pid: int) -> int:
     return 0
 
 
+def uss_kib(pid: int) -> int:
+    """Pages only this process maps (Private_Clean + Private_Dirty)."""
+    total = 0
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith(("Private_Clean:", "Private_Dirty:")):
+                    total += int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError):
+        return 0
+    return total
+
+
 def ppid_of(pid: int) -> int:
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -302,12 +315,43 @@ class Kobako(Engine):
 
 
 class Dockerd(Engine):
+    """dockerd with a containerd of its own started beside it, as Debian's units run them
+    (a dockerd-managed containerd does not survive a SIGKILLed dockerd usably: the next
+    dockerd times out connecting to it)."""
+
     name = "dockerd"
 
     def __init__(self) -> None:
         super().__init__()
         self.cgroup_parent = f"/{PREFIX}docker-{secrets.token_hex(3)}"
         self.shims: set[int] = set()
+        self.containerd_sock = os.path.join(self.base, "c.sock")
+        self.containerd: subprocess.Popen | None = None
+
+    def start_containerd(self) -> None:
+        config = os.path.join(self.base, "containerd.toml")
+        with open(config, "w") as f:
+            f.write(f'version = 2\nroot = "{self.base}/containerd-root"\n'
+                    f'state = "{self.base}/containerd-state"\n'
+                    'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
+                    f'[grpc]\n  address = "{self.containerd_sock}"\n'
+                    f'[ttrpc]\n  address = "{self.containerd_sock}.ttrpc"\n'
+                    '[debug]\n  address = ""\n[metrics]\n  address = ""\n')
+        out = open(os.path.join(self.base, "containerd.log"), "ab")  # noqa: SIM115
+        self.containerd = subprocess.Popen(["containerd", "--config", config], stdout=out,
+                                           stderr=out, stdin=subprocess.DEVNULL,
+                                           start_new_session=True)
+        out.close()
+        deadline = time.monotonic() + 30
+        while not os.path.exists(self.containerd_sock):
+            if self.containerd.poll() is not None or time.monotonic() > deadline:
+                raise BenchError("containerd did not start")
+            time.sleep(0.02)
+
+    def start(self, timeout: float = 60.0) -> float:
+        if self.containerd is None:
+            self.start_containerd()
+        return super().start(timeout)
 
     def command(self) -> list[str]:
         config = os.path.join(self.base, "daemon.json")
@@ -315,22 +359,10 @@ class Dockerd(Engine):
             json.dump({"live-restore": True}, f)
         return [DOCKERD, "-H", f"unix://{self.sock}", "--data-root", self.data_root,
                 "--exec-root", self.exec_root, "--pidfile", self.pidfile,
-                "--config-file", config, "--bridge=none", "--iptables=false",
-                "--ip-forward=false", "--ip-masq=false", "--userland-proxy=false",
-                "--cgroup-parent", self.cgroup_parent, "--log-level", "warn"]
-
-    def containerd_pids(self) -> list[int]:
-        sock = os.path.join(self.exec_root, "containerd", "containerd.sock")
-        found = []
-        for p in children_of(self.pid):
-            if "containerd" in comm(p):
-                found.append(p)
-        if not found:  # not our child (e.g. kept from before a restart): by its socket
-            for entry in os.listdir("/proc"):
-                if entry.isdigit() and comm(int(entry)) == "containerd" and any(
-                        sock in a or self.exec_root in a for a in cmdline(int(entry))):
-                    found.append(int(entry))
-        return found
+                "--config-file", config, "--containerd", self.containerd_sock,
+                "--bridge=none", "--iptables=false", "--ip-forward=false", "--ip-masq=false",
+                "--userland-proxy=false", "--cgroup-parent", self.cgroup_parent,
+                "--log-level", "warn"]
 
     def engine_pids(self) -> dict[str, list[int]]:
         shims = sorted({ppid_of(pid) for pid in self.init_pids()})
@@ -338,27 +370,50 @@ class Dockerd(Engine):
         bad = [p for p in shims if not comm(p).startswith("containerd-shim")]
         if bad:
             self.problems.append(f"inits whose parent is not a shim: {bad}")
-        containerd = self.containerd_pids()
-        others = [p for p in children_of(self.pid) if p not in containerd]
-        return {"dockerd": [self.pid], "containerd": containerd, "other children": others,
-                "shims": shims}
+        assert self.containerd is not None
+        return {"dockerd": [self.pid], "containerd": [self.containerd.pid],
+                "other children": children_of(self.pid), "shims": shims}
 
     def extra_cleanup(self) -> None:
         for shim in sorted(self.shims):
-            if alive(shim) and comm(shim).startswith("containerd-shim"):
+            if comm(shim).startswith("containerd-shim") and not wait_gone(shim, 5):
                 self.problems.append(f"containerd-shim {shim} outlived its container; killed")
                 os.kill(shim, signal.SIGKILL)
-        for pid in self.containerd_pids() if os.path.isdir(self.exec_root) else []:
-            if self.proc is not None and self.proc.poll() is not None:
-                os.kill(pid, signal.SIGTERM)
-                wait_gone(pid, 10)
-        for hierarchy in os.listdir("/sys/fs/cgroup"):
-            path = f"/sys/fs/cgroup/{hierarchy}{self.cgroup_parent}"
-            if os.path.isdir(path):
-                try:
-                    os.rmdir(path)
-                except OSError as err:
-                    self.problems.append(f"cgroup {path} not removed: {err.strerror}")
+        if self.containerd is not None and self.containerd.poll() is None:
+            os.kill(self.containerd.pid, signal.SIGTERM)
+            try:
+                self.containerd.wait(20)
+            except subprocess.TimeoutExpired:
+                os.kill(self.containerd.pid, signal.SIGKILL)
+                self.containerd.wait(10)
+        sweep_cgroups(self.cgroup_parent, self.problems)
+
+
+def sweep_cgroups(parent: str, problems: list[str]) -> None:
+    """Kill whatever still lives under our cgroup parent (containers of a daemon that
+    died), then remove its directories bottom-up in every hierarchy."""
+    dirs = [f"/sys/fs/cgroup/{h}{parent}" for h in os.listdir("/sys/fs/cgroup")]
+    dirs = [d for d in dirs if os.path.isdir(d)]
+    leftovers: set[int] = set()
+    for top in dirs:
+        for root, _, files in os.walk(top):
+            if "cgroup.procs" in files:
+                with open(os.path.join(root, "cgroup.procs")) as f:
+                    leftovers.update(int(x) for x in f.read().split())
+    if leftovers:
+        problems.append(f"processes left in {parent}: {sorted(leftovers)}; killed")
+        for pid in leftovers:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                continue
+        time.sleep(0.5)
+    for top in dirs:
+        for root, _, _ in sorted(os.walk(top), key=lambda w: len(w[0]), reverse=True):
+            try:
+                os.rmdir(root)
+            except OSError as err:
+                problems.append(f"cgroup {root} not removed: {err.strerror}")
 
 
 # -- measurements -------------------------------------------------------------------------
@@ -422,7 +477,9 @@ def bench_engine(engine: Engine, tar: str, args: argparse.Namespace) -> dict[str
     r[f"PSS total at {args.idle} (MiB)"] = total_idle / 1024
     r["PSS per container (MiB)"] = total_idle / 1024 / args.idle
     r["PSS increment per container (MiB)"] = (total_idle - total_zero) / 1024 / args.idle
-    detail = ", ".join(f"{k} {len(groups[k])}p {at_idle[k] / 1024:.1f}MiB" for k in groups)
+    detail = ", ".join(
+        f"{k} x{len(groups[k])} PSS {at_idle[k] / 1024:.1f} MiB "
+        f"(USS {sum(uss_kib(p) for p in groups[k]) / 1024:.1f})" for k in groups if groups[k])
     log(f"{engine.name}: PSS at 0: {total_zero / 1024:.1f} MiB; at {args.idle}: {detail}")
     engine.detail = detail  # type: ignore[attr-defined]
 
