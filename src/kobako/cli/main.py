@@ -55,6 +55,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "login": ("system:login", "Log in to a registry"),
     "logout": ("system:logout", "Log out from a registry"),
     "completion": ("system:completion", "Print the shell completion script (bash, zsh, fish)"),
+    "volume": ("volume:volume", "Manage volumes"),
+    "cp": ("storage:cp", "Copy files/folders between a container and the local filesystem"),
+    "diff": ("storage:diff", "Inspect changes to files or directories on a container's filesystem"),
+    "export": ("storage:export", "Export a container's filesystem as a tar archive"),
+    "commit": ("storage:commit", "Create a new image from a container's changes"),
+    "update": ("storage:update", "Update configuration of one or more containers"),
 }
 
 

@@ -289,6 +289,8 @@ class ContainerService:
             if self.networks is not None:
                 await self.networks.on_create(doc, networking or {})
         except BaseException:
+            if self.volumes is not None:
+                await self.volumes.on_remove(doc, True)  # the anonymous ones made for it
             await asyncio.to_thread(self.images.release, cid)
             import shutil
 
@@ -557,6 +559,8 @@ class ContainerService:
         await asyncio.to_thread(self._unmount, c)
         if self.networks is not None:
             await self.networks.on_stop(c.doc)
+        if self.volumes is not None:
+            await asyncio.to_thread(self.volumes.on_stop, c.doc)
         c.state.update({
             "Status": "exited", "Running": False, "Paused": False, "Restarting": False,
             "Pid": 0, "ExitCode": exit_doc.get("exit_code", 255),
