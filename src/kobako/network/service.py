@@ -405,7 +405,7 @@ class NetworkService:
             try:
                 bindings = portmap.reserve_all(wants)
             except NetworkConflict as err:
-                raise NetworkConflict(
+                raise NetworkError(
                     f"driver failed programming external connectivity on endpoint "
                     f"{doc['Name'].lstrip('/')}: {err}") from None
             self.ports[cid] = bindings
