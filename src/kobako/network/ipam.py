@@ -83,7 +83,7 @@ def allocate(subnet: IPv4Network, ip_range: IPv4Network | None, gateway: IPv4Add
              used: set[IPv4Address]) -> IPv4Address:
     """The lowest free host address of ip_range (default: the subnet)."""
     pool = ip_range or subnet
-    for addr in pool.hosts() if pool.prefixlen < 31 else pool:
+    for addr in pool:  # every address of an --ip-range counts, as in Docker
         if addr in (subnet.network_address, subnet.broadcast_address, gateway):
             continue
         if addr not in used:
