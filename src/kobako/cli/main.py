@@ -37,6 +37,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "port": ("containers:port", "List port mappings or a specific mapping for the container"),
     "stats": ("containers:stats", "Display a live stream of container resource usage"),
     "container": ("containers:container", "Manage containers"),
+    "network": ("network:network", "Manage networks"),
     # images
     "pull": ("images:pull", "Download an image from a registry"),
     "push": ("images:push", "Upload an image to a registry"),
