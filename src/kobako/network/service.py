@@ -117,6 +117,10 @@ class Network:
         return {k: v for k, v in self.doc.items() if k != "Kobako"}
 
 
+# daemons' network keys -> their exec-root, to clean up after daemons that died
+REGISTRY = "/run/kobako-netkeys"
+
+
 class NetworkService:
     def __init__(self, *, conn, exec_root: str, containers: Any, events: Any = None,
                  bip: str | None = None, pools: list[dict] | None = None,
@@ -144,8 +148,36 @@ class NetworkService:
 
     # -- daemon lifecycle --------------------------------------------------------------
 
+    async def _sweep_dead_daemons(self) -> None:
+        """Take down the bridges and rules of daemons whose exec-root is gone.
+
+        Each daemon registers its key and exec-root under REGISTRY; a daemon that was
+        killed and never came back (a test's, typically) would otherwise leave its
+        bridges and nft table on the host forever."""
+        os.makedirs(REGISTRY, mode=0o700, exist_ok=True)
+        with open(os.path.join(REGISTRY, self.key or "default"), "w") as f:
+            f.write(os.path.abspath(self.exec_root))
+        for key in os.listdir(REGISTRY):
+            path = os.path.join(REGISTRY, key)
+            try:
+                with open(path) as f:
+                    exec_root = f.read().strip()
+            except OSError:
+                continue
+            if key in (self.key, "default") or os.path.isdir(exec_root):
+                continue
+            for ifname in await bridge.tagged_links(f"kobako:{key}:"):
+                await bridge.delete_link(ifname)
+            if await nat.table_exists(f"kobako_{key}"):
+                await nat.apply(nat.teardown(f"kobako_{key}"))
+            os.unlink(path)
+
     async def startup(self) -> None:
         """Bridges, rules, port reservations and DNS for the containers still running."""
+        try:
+            await self._sweep_dead_daemons()
+        except OSError as err:
+            log.warning("cannot clean up after dead daemons: %s", err)
         try:
             with open("/proc/sys/net/ipv4/ip_forward", "w") as f:
                 f.write("1")
@@ -204,6 +236,10 @@ class NetworkService:
             if net.is_bridge:
                 await bridge.delete_link(net.bridge)
         await nat.apply(nat.teardown(self.table))
+        try:
+            os.unlink(os.path.join(REGISTRY, self.key or "default"))
+        except FileNotFoundError:
+            pass
 
     def _running_ids(self) -> set[str]:
         return {cid for cid, c in self.containers.containers.items() if c.running}
