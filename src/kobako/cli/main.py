@@ -38,6 +38,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "stats": ("containers:stats", "Display a live stream of container resource usage"),
     "container": ("containers:container", "Manage containers"),
     "network": ("network:network", "Manage networks"),
+    "ns": ("ns:ns", "Show the namespaces of containers and the host, and which are shared"),
+    "netns": ("netns:netns", "Link containers' network namespaces for `ip netns`"),
     # images
     "pull": ("images:pull", "Download an image from a registry"),
     "push": ("images:push", "Upload an image to a registry"),

@@ -28,7 +28,7 @@ import time
 from typing import Any
 
 from kobako.engine.errors import Forbidden
-from kobako.network import bridge, ipam, nat, netns, portmap
+from kobako.network import bridge, exposure, ipam, nat, netns, portmap
 from kobako.network.dns import DNSServer, nameservers
 from kobako.network.errors import (
     InvalidNetworkConfig,
@@ -222,6 +222,10 @@ class NetworkService:
             for cid in list(self.ports):
                 if cid not in running:
                     portmap.release(self.ports.pop(cid))
+            for exposed in exposure.records():
+                if exposed.container_id in self.containers.containers \
+                        and exposed.container_id not in running:
+                    self._unexpose(exposed.container_id)
             await self._apply()
 
     async def shutdown(self) -> None:
@@ -510,7 +514,16 @@ class NetworkService:
             settings[key] = entry.get(key, "" if key != "IPPrefixLen" else 0)
         settings["Bridge"] = ""
 
+    def _unexpose(self, container_id: str) -> None:
+        """`kobako netns expose` links of a container that stopped go with it."""
+        try:
+            for name in exposure.unexpose_container(container_id):
+                log.info("removed %s/%s of %s", exposure.NETNS_DIR, name, container_id[:12])
+        except OSError as err:
+            log.warning("cannot remove the netns links of %s: %s", container_id[:12], err)
+
     async def on_stop(self, doc: dict) -> None:
+        await asyncio.to_thread(self._unexpose, doc["Id"])
         if self._special(self._mode(doc)) and doc["Id"] not in self.ports:
             return
         async with self.lock:
@@ -536,6 +549,7 @@ class NetworkService:
             self._fill_primary(doc)
 
     async def on_remove(self, doc: dict) -> None:
+        await asyncio.to_thread(self._unexpose, doc["Id"])
         async with self.lock:
             held = doc["Id"] in self.ports or any(
                 ep.container_id == doc["Id"] for ep in self.store.endpoints())
