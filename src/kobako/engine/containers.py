@@ -142,7 +142,10 @@ class ContainerService:
         if self.networks is not None:
             await self.networks.startup()
         for c in list(self.containers.values()):
-            if c.running:
+            if c.state["Status"] == "removing":
+                c.private["resume_removal"] = True
+                await self.remove(c.id, force=True, volumes=True, link=False)
+            elif c.running:
                 await self._restore(c)
         if self.networks is not None:
             await self.networks.sweep()  # what no running container owns after a crash
@@ -728,15 +731,20 @@ class ContainerService:
             await self._signal(c, signal_module.SIGKILL, all_processes=True)
             if not await _wait_event(c.exited, 30):
                 raise EngineError(f"container {c.id} did not stop after SIGKILL")
-        if c.id not in self.containers:
-            return  # removed meanwhile (AutoRemove)
-        del self.containers[c.id]
+        if c.id not in self.containers or c.state["Status"] == "removing" and not \
+                c.private.get("resume_removal"):
+            return  # being removed already (AutoRemove, a concurrent rm)
+        # recorded first, so a daemon killed half-way finishes the removal at its next start
+        c.state.update({"Status": "removing", "Dead": True})
+        c.private.pop("resume_removal", None)
+        self.store.update(c.doc)
         if self.networks is not None:
             await self.networks.on_remove(c.doc)
         if self.volumes is not None:
             await self.volumes.on_remove(c.doc, volumes)
         await asyncio.to_thread(self._remove_files, c)
         self.store.delete(c.id)
+        self.containers.pop(c.id, None)
         self._event(c, "destroy")
         c.removed.set()
 

@@ -293,10 +293,21 @@ def _docker_driver_name(images: Any) -> str:
     return "overlay2" if name.startswith("overlay") else name
 
 
-def make_container_service(cfg: DaemonConfig, events: Any, images: Any, conn: Any) -> Any:
-    """The container engine. Forks the zygote, so call it before any thread starts."""
+def make_container_service(cfg: DaemonConfig, events: Any, images: Any, db_path: Any,
+                           stack: ExitStack) -> Any:
+    """The container engine. Forks the zygote, so call it before any thread starts.
+
+    Each component gets a state-DB connection of its own: SQLite then serializes their
+    writes (WAL, busy timeout), where one connection shared by threads would mix their
+    statements."""
     from kobako.engine.containers import ContainerService
+    from kobako.engine.state import open_state_db
     from kobako.engine.zygote import Zygote
+
+    def connection():
+        conn = open_state_db(db_path)
+        stack.callback(conn.close)
+        return conn
 
     if images is None:
         from kobako.api.services import UnavailableContainerService
@@ -305,16 +316,17 @@ def make_container_service(cfg: DaemonConfig, events: Any, images: Any, conn: An
     zygote = Zygote()
     zygote.start()
     service = ContainerService(data_root=cfg.data_root, exec_root=cfg.exec_root,
-                               events=events, images=images, conn=conn, zygote=zygote,
+                               events=events, images=images, conn=connection(), zygote=zygote,
                                log_defaults={"Type": cfg.log_driver, "Config": cfg.log_opts})
     images.in_use = service.image_in_use  # rmi refuses an image a container uses
     from kobako.engine.volumes import VolumeService
 
-    service.volumes = VolumeService(data_root=cfg.data_root, conn=conn, events=events,
+    service.volumes = VolumeService(data_root=cfg.data_root, conn=connection(), events=events,
                                     containers=service)
     from kobako.network.service import NetworkService
 
-    service.networks = NetworkService(conn=conn, exec_root=cfg.exec_root, containers=service,
+    service.networks = NetworkService(conn=connection(), exec_root=cfg.exec_root,
+                                      containers=service,
                                       events=events, bip=cfg.bip,
                                       pools=cfg.default_address_pools or None)
     return service
@@ -412,7 +424,7 @@ def run(cfg: DaemonConfig) -> None:
         if images is not None and hasattr(images, "close"):
             stack.callback(images.close)
         # forks the zygote: no thread may exist yet (the image service starts its pool lazily)
-        containers = make_container_service(cfg, events, images, conn)
+        containers = make_container_service(cfg, events, images, db_path, stack)
         context = Context(config=cfg, containers=containers,
                           images=images, events=events, daemon_id=daemon_id(cfg.data_root),
                           storage_driver=_docker_driver_name(images),
