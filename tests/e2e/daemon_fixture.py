@@ -28,7 +28,8 @@ class DaemonError(Exception):
 
 
 class Daemon:
-    def __init__(self, base: str | None = None, extra_args: list[str] | None = None):
+    def __init__(self, base: str | None = None, extra_args: list[str] | None = None,
+                 extra_env: dict[str, str] | None = None):
         self.base = Path(base or tempfile.mkdtemp(prefix=PREFIX, dir="/tmp"))
         self.sock = self.base / "kobako.sock"
         self.data_root = self.base / "data"
@@ -37,6 +38,7 @@ class Daemon:
         self.log_path = self.base / "kobakod.log"
         self.docker_config = self.base / "docker-config"
         self.extra_args = list(extra_args or [])
+        self.extra_env = dict(extra_env or {})  # for kobakod only (e.g. KOBAKO_RESOLV_CONF)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -54,7 +56,8 @@ class Daemon:
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self._log = log
         self.proc = subprocess.Popen(self.command(), stdout=log, stderr=log,
-                                     start_new_session=True)
+                                     start_new_session=True,
+                                     env={**os.environ, **self.extra_env})
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
