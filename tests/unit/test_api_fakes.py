@@ -145,7 +145,7 @@ class FakeContainers:
     async def prune(self, filters):
         return {"ContainersDeleted": [], "SpaceReclaimed": 0}
 
-    async def stats(self, ref, stream):
+    async def stats(self, ref, stream, one_shot=False):
         self._get(ref)
 
         async def gen():

@@ -137,8 +137,11 @@ async def wait(request: web.Request) -> web.StreamResponse:
                 "Error": result.get("Error")}
     except Exception as exc:  # the wait itself failed: report it in Docker's shape
         body = {"StatusCode": -1, "Error": {"Message": str(exc)}}
-    await resp.write(json.dumps(body).encode() + b"\n")
-    await resp.write_eof()
+    try:
+        await resp.write(json.dumps(body).encode() + b"\n")
+        await resp.write_eof()
+    except ConnectionError:
+        log.debug("wait client went away before the container exited")
     return resp
 
 
@@ -274,8 +277,11 @@ async def prune(request: web.Request) -> web.Response:
 
 
 async def stats(request: web.Request) -> web.StreamResponse:
-    stream = bool_param(request, "stream", default=True) and not bool_param(request, "one-shot")
-    items = await ctx(request).containers.stats(_ref(request), stream)
+    stream = bool_param(request, "stream", default=True)
+    one_shot = bool_param(request, "one-shot")
+    if stream and one_shot:
+        raise BadRequest("cannot have stream=true and one-shot=true")
+    items = await ctx(request).containers.stats(_ref(request), stream, one_shot=one_shot)
     out = JSONStream(request)
     await out.start()
     request[STREAM_STARTED] = True
