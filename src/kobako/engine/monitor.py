@@ -337,7 +337,8 @@ def run_container_monitor(params: dict, reply) -> None:
     tty = params.get("tty", False)
     child_fds, console, ours = _stdio(tty, params.get("open_stdin", False))
     try:
-        state = runtime.create(cid, params["bundle"], stdio=child_fds, console=console)
+        init_pid = _in_child(lambda: {"pid": runtime.create(
+            cid, params["bundle"], stdio=child_fds, console=console).pid})["pid"]
         relay.connect(tty, child_fds, ours)
         runtime.start(cid)
     except Exception as err:  # noqa: BLE001 - reported to the daemon, which shows it to the user
@@ -351,12 +352,12 @@ def run_container_monitor(params: dict, reply) -> None:
         return
     started = now_rfc3339()
     write_json_atomic(os.path.join(container_dir, MONITOR_FILE),
-                      {"pid": state.pid, "monitor_pid": os.getpid(), "started_at": started})
-    reply({"ok": True, "pid": state.pid, "started_at": started})
-    pidfd = os.pidfd_open(state.pid)
+                      {"pid": init_pid, "monitor_pid": os.getpid(), "started_at": started})
+    reply({"ok": True, "pid": init_pid, "started_at": started})
+    pidfd = os.pidfd_open(init_pid)
     relay.run_until(pidfd)
     relay.await_attach(ATTACH_GRACE)
-    exit_doc = _reap(state.pid, runtime, cid, params)
+    exit_doc = _reap(init_pid, runtime, cid, params)
     log.flush()
     log.close()
     write_json_atomic(os.path.join(container_dir, EXIT_FILE), exit_doc)
@@ -371,6 +372,37 @@ def run_container_monitor(params: dict, reply) -> None:
         os.unlink(params["socket"])
     except FileNotFoundError:
         pass
+
+
+def _in_child(work) -> dict:
+    """Run work() in a short-lived child; its JSON-able result, or its error raised here.
+
+    The monitor lives as long as its container. Creating the container runs much of the
+    runtime, and every object that touches is copied out of the pages shared with the
+    zygote; done in a child that exits, those copies go away with it. The container's
+    processes still end up ours: we are their child subreaper."""
+    from kobako.runtime.errors import RuntimeFailure
+
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        try:
+            doc = {"ok": True, **work()}
+        except BaseException as err:  # noqa: BLE001 - handed to the parent, raised there
+            doc = {"ok": False, "error": str(err)}
+        os.write(w, json.dumps(doc).encode())
+        os._exit(0)
+    os.close(w)
+    chunks = []
+    while chunk := os.read(r, 65536):
+        chunks.append(chunk)
+    os.close(r)
+    os.waitpid(pid, 0)
+    result = json.loads(b"".join(chunks) or b'{"ok": false, "error": "the runtime died"}')
+    if not result.pop("ok"):
+        raise RuntimeFailure(result["error"])
+    return result
 
 
 def _log_error_reporter(container_dir: str):
@@ -413,9 +445,12 @@ def run_exec_monitor(params: dict, reply) -> None:
     process = params["process"]
     tty = bool(process.get("terminal"))
     child_fds, console, ours = _stdio(tty, params.get("open_stdin", False))
-    try:
+    def spawn() -> dict:
         state, status = runtime.status(params["id"])
-        pid = spawn_exec(state, status, process, console=console, stdio=child_fds)
+        return {"pid": spawn_exec(state, status, process, console=console, stdio=child_fds)}
+
+    try:
+        pid = _in_child(spawn)["pid"]
     except Exception as err:  # noqa: BLE001 - reported to the daemon
         listener.close()
         os.unlink(params["socket"])
