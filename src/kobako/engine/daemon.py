@@ -294,15 +294,14 @@ def _docker_driver_name(images: Any) -> str:
 
 
 def make_container_service(cfg: DaemonConfig, events: Any, images: Any, db_path: Any,
-                           stack: ExitStack) -> Any:
-    """The container engine. Forks the zygote, so call it before any thread starts.
+                           stack: ExitStack, zygote: Any) -> Any:
+    """The container engine, forking containers' monitors through `zygote`.
 
     Each component gets a state-DB connection of its own: SQLite then serializes their
     writes (WAL, busy timeout), where one connection shared by threads would mix their
     statements."""
     from kobako.engine.containers import ContainerService
     from kobako.engine.state import open_state_db
-    from kobako.engine.zygote import Zygote
 
     def connection():
         conn = open_state_db(db_path)
@@ -313,8 +312,6 @@ def make_container_service(cfg: DaemonConfig, events: Any, images: Any, db_path:
         from kobako.api.services import UnavailableContainerService
 
         return UnavailableContainerService()
-    zygote = Zygote()
-    zygote.start()
     service = ContainerService(data_root=cfg.data_root, exec_root=cfg.exec_root,
                                events=events, images=images, conn=connection(), zygote=zygote,
                                log_defaults={"Type": cfg.log_driver, "Config": cfg.log_opts})
@@ -398,9 +395,7 @@ def setup_logging(level: str) -> None:
 
 
 def run(cfg: DaemonConfig) -> None:
-    from kobako.api.context import Context
-    from kobako.engine.events import EventBus
-    from kobako.engine.state import open_state_db, state_db_path
+    from kobako.engine.zygote import Zygote
 
     listeners = [parse_host(h) for h in cfg.effective_hosts()]
     for lst in listeners:
@@ -408,6 +403,15 @@ def run(cfg: DaemonConfig) -> None:
             tls_context(cfg, lst)  # refuse before touching any state
     os.makedirs(cfg.data_root, mode=0o711, exist_ok=True)
     with ExitStack() as stack:
+        # The zygote first: before any thread, and before the API and image code are
+        # imported, so the heap every monitor shares with it stays small.
+        zygote = Zygote()
+        zygote.start()
+        stack.callback(zygote.stop)
+        from kobako.api.context import Context
+        from kobako.engine.events import EventBus
+        from kobako.engine.state import open_state_db, state_db_path
+
         lock = DataRootLock(cfg.data_root)
         lock.acquire()
         stack.callback(lock.release)
@@ -423,8 +427,7 @@ def run(cfg: DaemonConfig) -> None:
         images = make_image_service(cfg, db_path, warnings)
         if images is not None and hasattr(images, "close"):
             stack.callback(images.close)
-        # forks the zygote: no thread may exist yet (the image service starts its pool lazily)
-        containers = make_container_service(cfg, events, images, db_path, stack)
+        containers = make_container_service(cfg, events, images, db_path, stack, zygote)
         context = Context(config=cfg, containers=containers,
                           images=images, events=events, daemon_id=daemon_id(cfg.data_root),
                           storage_driver=_docker_driver_name(images),
