@@ -9,7 +9,7 @@ DEBIAN_PACKAGES=(
     gcc libc6-dev python3-venv python3-dev
     busybox-static libseccomp2 iproute2 procps iptables nftables
     docker-registry skopeo umoci containerd runc crun podman debootstrap apache2-utils
-    openssl tini
+    openssl tini docker-compose
 )
 export DEBIAN_FRONTEND=noninteractive
 missing=()
