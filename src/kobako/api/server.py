@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -37,7 +38,10 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     except web.HTTPException as exc:
         return http_exception_response(exc)
     except (ConnectionResetError, BrokenPipeError):
-        raise  # the client went away; aiohttp drops just this request
+        # the client went away (a `docker events` ended, compose down...): drop just this
+        # request, quietly, as aiohttp does for a request cancelled by a disconnect
+        log.debug("%s %s: the client went away", request.method, request.path)
+        raise asyncio.CancelledError() from None
     except Exception as exc:  # noqa: BLE001 - the one place errors become responses
         if _stream_started(request):
             # Headers are out: a status can no longer be sent; end this connection only.
