@@ -117,6 +117,8 @@ class ContainerService:
         self.images = images
         self.zygote = zygote
         self.store = ContainerStore(conn)
+        self._creating: set[str] = set()  # ids between their directory and their record
+        self._ready = asyncio.Event()
         self.log_defaults = log_defaults or {}
         self.runtime_root = os.path.join(exec_root, "runtime")
         self.sockets = os.path.join(exec_root, "m")
@@ -136,17 +138,32 @@ class ContainerService:
 
     # -- daemon lifecycle --------------------------------------------------------------
 
+    async def until_ready(self) -> None:
+        """Wait until start-up has repaired and restored the containers: the API listens
+        before that, and must not show the state a killed daemon left."""
+        await self._ready.wait()
+
     async def startup(self) -> None:
-        """Find every running container's monitor again (live restore)."""
+        try:
+            await self._startup()
+        finally:
+            self._ready.set()
+
+    async def _startup(self) -> None:
+        """Find every running container's monitor again (live restore), repair what a
+        daemon killed in the middle of an operation left, apply restart policies."""
         self.zygote.attach(asyncio.get_running_loop())
         if self.networks is not None:
             await self.networks.startup()
+        await asyncio.to_thread(self._sweep_unrecorded, set(self.containers))
         for c in list(self.containers.values()):
             if c.state["Status"] == "removing":
                 c.private["resume_removal"] = True
                 await self.remove(c.id, force=True, volumes=True, link=False)
             elif c.running:
                 await self._restore(c)
+            else:
+                await self._repair_stopped(c)
         if self.networks is not None:
             await self.networks.sweep()  # what no running container owns after a crash
         for c in list(self.containers.values()):
@@ -162,10 +179,69 @@ class ContainerService:
         if os.path.exists(self._socket(c)):
             self._watch(c)
             return
-        await self._on_exit(c, self._read_exit_file(c) or {
-            "exit_code": 255, "finished_at": now_rfc3339(), "oom_killed": False,
-            "error": "the container's monitor is gone",
-        })
+        # no monitor: its exit.json, or whatever it left running is stopped
+        await self._on_exit(c, self._read_exit_file(c) or await self._lost_monitor(c))
+
+    async def _repair_stopped(self, c: Container) -> None:
+        """A container recorded as not running, after a daemon that may have died while
+        starting it: adopt what its monitor got running, or undo what the start did."""
+        monitor = await self._await_monitor(c)
+        if monitor is not None and monitor.get("started_at") != c.state.get("StartedAt"):
+            log.info("container %s was started by the previous daemon; adopting it", c.id)
+            c.state.update({
+                "Status": "running", "Running": True, "Paused": False, "Restarting": False,
+                "Pid": monitor["pid"], "ExitCode": 0, "Error": "",
+                "StartedAt": monitor["started_at"],
+            })
+            c.exited.clear()
+            c.started.set()
+            c.private.pop("manually_stopped", None)
+            c.private["started_monotonic"] = time.monotonic()
+            self.store.update(c.doc)
+            await self._restore(c)
+            return
+        from kobako.runtime.errors import RuntimeFailure
+
+        runtime = self._runtime()
+        if os.path.isdir(os.path.join(self.runtime_root, c.id)):
+            try:  # a monitor that died half-way through creating it
+                await asyncio.to_thread(runtime.delete, c.id, True)
+            except RuntimeFailure as err:
+                log.warning("cannot clean up the runtime state of %s: %s", c.id, err)
+        await asyncio.to_thread(self._unmount, c)  # mounted by a start that never ran
+
+    async def _await_monitor(self, c: Container, timeout: float = 10.0) -> dict | None:
+        """monitor.json of the container's last start; while its monitor is still creating
+        the container (socket there, no monitor.json yet), wait for it to finish."""
+        path = os.path.join(self._dir(c), MONITOR_FILE)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with open(path) as f:
+                    return json.load(f)
+            except (OSError, ValueError):
+                pass
+            if not os.path.exists(self._socket(c)) or time.monotonic() > deadline:
+                return None
+            await asyncio.sleep(0.05)
+
+    def _sweep_unrecorded(self, known: set[str]) -> None:
+        """Remove what a create killed before its record was written left: the
+        container's directory and its rootfs."""
+        import shutil
+
+        root = os.path.join(self.data_root, "containers")
+        on_disk = set(os.listdir(root)) if os.path.isdir(root) else set()
+        snapshots = getattr(getattr(self.images, "snapshots", None), "container_ids", None)
+        if snapshots is not None:
+            on_disk |= set(snapshots())
+        for cid in on_disk - known - self._creating:
+            log.warning("removing the leftovers of container %s, which has no record", cid)
+            try:
+                self.images.release(cid)
+            except Exception as err:  # noqa: BLE001 - reported; the next start tries again
+                log.warning("cannot remove the rootfs of %s: %s", cid, err)
+            shutil.rmtree(self._dir(cid), ignore_errors=True)
 
     async def shutdown(self) -> None:
         for c in self.containers.values():
@@ -243,6 +319,16 @@ class ContainerService:
         except ValueError as err:
             raise InvalidParameter(f"failed to create container: {err}") from None
         cid = secrets.token_hex(32)
+        self._creating.add(cid)
+        try:
+            return await self._create(cid, name, config, image_id, image_config, command,
+                                      host_config, networking, warnings)
+        finally:
+            self._creating.discard(cid)
+
+    async def _create(self, cid: str, name: str, config: dict, image_id: str,
+                      image_config: dict, command: list[str], host_config: dict,
+                      networking: dict, warnings: list[str]) -> dict:
         os.makedirs(self._dir(cid), mode=0o710)
         try:
             spec = await asyncio.to_thread(self.images.prepare, cid, image_id)

@@ -153,8 +153,14 @@ def _run_monitor(sock: socket.socket, req, body, params: dict) -> None:
         nonlocal answered
         if not answered:
             answered = True
-            sock.send(json.dumps({"req": req, **doc}).encode())
-            sock.close()
+            try:
+                sock.send(json.dumps({"req": req, **doc}).encode())
+            except OSError:
+                # the daemon died while we started the container: go on monitoring it,
+                # the next daemon adopts it (ContainerService.startup)
+                pass
+            finally:
+                sock.close()
 
     code = 0
     try:
