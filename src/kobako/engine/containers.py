@@ -602,7 +602,7 @@ class ContainerService:
         async def watch() -> None:
             path = self._socket(c)
             try:
-                exit_doc = await monitor_link.watch(path)
+                exit_doc = await self._watch_monitor(c, path)
             except monitor_link.MonitorGone:
                 exit_doc = None
             if exit_doc is None:
@@ -611,6 +611,29 @@ class ContainerService:
                 await self._on_exit(c, exit_doc)
 
         c.watch_task = asyncio.get_running_loop().create_task(watch())
+
+    async def _watch_monitor(self, c: Container, path: str) -> dict | None:
+        """The exit notice from the monitor (None: it went away without one); on the way,
+        failures to write the log, which the daemon logs as Docker's does ("Error writing
+        log message", once per burst of failures: the monitor reports a burst once)."""
+        reader, writer = await monitor_link.connect(path, {"op": "watch", "log_errors": True})
+        try:
+            while True:
+                item = await monitor_link.read_frame(reader)
+                if item is None:
+                    return None
+                stream, data = item
+                if stream != monitor_link.CONTROL:
+                    continue
+                notice = json.loads(data)
+                if "log_error" in notice:
+                    driver = (c.doc["HostConfig"].get("LogConfig") or {}).get("Type")
+                    log.error("Error writing log message: container=%s driver=%s error=%s",
+                              c.id, driver, notice["log_error"])
+                    continue
+                return notice.get("exit")
+        finally:
+            writer.close()
 
     async def _lost_monitor(self, c: Container) -> dict | None:
         """The monitor went away without an exit notice: see what is really there."""

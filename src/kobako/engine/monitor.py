@@ -15,6 +15,8 @@ container's stdin), 1 stdout, 2 stderr, 3 control (JSON: {"exit": {...}}).
 
     {"op": "attach", "stdin": bool, "stdout": bool, "stderr": bool}
     {"op": "watch"}                      only the exit notice
+    {"op": "watch", "log_errors": true}  and {"log_error": message} when writing the log
+                                         fails (the latest one again on connecting)
     {"op": "resize", "height": h, "width": w}
 """
 
@@ -86,6 +88,7 @@ class Relay:
         self.stdin_once = stdin_once
         self.master: int | None = None
         self.outputs: dict[int, int] = {}  # fd -> stream
+        self.log_error: str | None = None  # the latest failure to write the log
         self.selector.register(listener, selectors.EVENT_READ, "accept")
 
     def connect(self, tty: bool, child_fds, ours) -> None:
@@ -175,6 +178,23 @@ class Relay:
                 if not client.send(packet):
                     self._drop(client)
 
+    def report_log_error(self, message: str) -> None:
+        """Tell the daemon (its watch connection) that writing the log failed."""
+        self.log_error = message
+        for client in list(self.clients):
+            if self._wants_log_errors(client):
+                self._send_log_error(client)
+
+    @staticmethod
+    def _wants_log_errors(client: Client) -> bool:
+        header = client.header or {}
+        return header.get("op") == "watch" and bool(header.get("log_errors"))
+
+    def _send_log_error(self, client: Client) -> None:
+        packet = frame(CONTROL, json.dumps({"log_error": self.log_error}).encode())
+        if not client.send(packet):
+            self._drop(client)
+
     def _read_client(self, client: Client) -> None:
         try:
             data = client.sock.recv(65536)
@@ -217,6 +237,8 @@ class Relay:
                         client.send(packet)
                 self.held = None
         self.clients.append(client)
+        if self.log_error is not None and self._wants_log_errors(client):
+            self._send_log_error(client)  # a daemon that was away hears of it too
 
     def _consume_stdin(self, client: Client) -> None:
         while len(client.buffer) >= HEADER.size:
@@ -330,10 +352,12 @@ def run_container_monitor(params: dict, reply) -> None:
     runtime = Runtime(params["runtime_root"])
     cid = params["id"]
     listener = _listen(params["socket"])
+    relays: list[Relay] = []
     log = open_writer(params["log_path"], LogConfig.from_host_config(params.get("log_config")),
-                      on_error=_log_error_reporter(container_dir))
+                      on_error=_log_error_reporter(container_dir, relays))
     relay = Relay(listener, log, hold_output=params.get("hold_output", False),
                   stdin_once=params.get("stdin_once", False))
+    relays.append(relay)
     tty = params.get("tty", False)
     child_fds, console, ours = _stdio(tty, params.get("open_stdin", False))
     try:
@@ -351,8 +375,8 @@ def run_container_monitor(params: dict, reply) -> None:
         reply({"ok": False, "error": str(err)})
         return
     started = now_rfc3339()
-    write_json_atomic(os.path.join(container_dir, MONITOR_FILE),
-                      {"pid": init_pid, "monitor_pid": os.getpid(), "started_at": started})
+    _record(os.path.join(container_dir, MONITOR_FILE),
+            {"pid": init_pid, "monitor_pid": os.getpid(), "started_at": started})
     reply({"ok": True, "pid": init_pid, "started_at": started})
     pidfd = os.pidfd_open(init_pid)
     relay.run_until(pidfd)
@@ -360,18 +384,30 @@ def run_container_monitor(params: dict, reply) -> None:
     exit_doc = _reap(init_pid, runtime, cid, params)
     log.flush()
     log.close()
-    write_json_atomic(os.path.join(container_dir, EXIT_FILE), exit_doc)
+    _record(os.path.join(container_dir, EXIT_FILE), exit_doc)
     try:
         runtime.delete(cid, force=True)
     except Exception as err:  # noqa: BLE001 - recorded; the daemon reports it
         exit_doc["cleanup_error"] = str(err)
-        write_json_atomic(os.path.join(container_dir, EXIT_FILE), exit_doc)
+        _record(os.path.join(container_dir, EXIT_FILE), exit_doc)
     relay.finish(exit_doc)
     listener.close()
     try:
         os.unlink(params["socket"])
     except FileNotFoundError:
         pass
+
+
+def _record(path: str, doc: dict) -> None:
+    """Write monitor.json/exit.json; on a full disk go on without (the daemon gets the
+    exit over the socket; only a daemon that is away at that moment misses it)."""
+    try:
+        write_json_atomic(path, doc)
+    except OSError:
+        try:
+            os.unlink(f"{path}.tmp")
+        except FileNotFoundError:
+            pass
 
 
 def _in_child(work) -> dict:
@@ -405,15 +441,18 @@ def _in_child(work) -> dict:
     return result
 
 
-def _log_error_reporter(container_dir: str):
-    """Log write failures (disk full...) go to a file the daemon reports; the container
-    goes on."""
+def _log_error_reporter(container_dir: str, relays: list[Relay]):
+    """Log write failures (disk full...): the container goes on; the daemon hears of
+    them over its watch connection and logs them. They are also kept in a file, when
+    the disk that is full is not that one."""
     def report(message: str) -> None:
+        for relay in relays:
+            relay.report_log_error(message)
         try:
             with open(os.path.join(container_dir, LOG_ERROR_FILE), "a") as f:
                 f.write(f"{now_rfc3339()} {message}\n")
         except OSError:
-            pass  # the disk that is full may be this one: nothing more we can do
+            pass  # the disk that is full may be this one; the daemon got the message
     return report
 
 
