@@ -154,7 +154,8 @@ async def logs(request: web.Request) -> web.StreamResponse:
         _ref(request), follow=bool_param(request, "follow"), stdout=stdout, stderr=stderr,
         since=parse_timestamp(str_param(request, "since")),
         until=parse_timestamp(str_param(request, "until")),
-        timestamps=bool_param(request, "timestamps"), tail=str_param(request, "tail") or "all")
+        timestamps=bool_param(request, "timestamps"), tail=str_param(request, "tail") or "all",
+        details=bool_param(request, "details"))
     resp = web.StreamResponse(status=200, headers={
         "Content-Type": RAW_STREAM if tty else MULTIPLEXED_STREAM})
     await resp.prepare(request)

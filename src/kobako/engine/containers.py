@@ -450,6 +450,10 @@ class ContainerService:
                 raise
 
     async def _start(self, c: Container) -> None:
+        try:
+            log_attrs = self._log_attrs(c.doc)
+        except ValueError as err:  # a log tag template naming an unknown field
+            raise InvalidParameter(f"failed to initialize logging driver: {err}") from None
         netns = await self.networks.on_start(c.doc) if self.networks is not None else None
         try:
             bundle = await asyncio.to_thread(self._write_bundle, c, netns)
@@ -465,6 +469,7 @@ class ContainerService:
             "socket": self._socket(c), "container_dir": self._dir(c),
             "log_path": self._log_path(c),
             "log_config": c.doc["HostConfig"].get("LogConfig"),
+            "log_attrs": log_attrs,
             "tty": bool(config.get("Tty")), "open_stdin": bool(config.get("OpenStdin")),
             "stdin_once": bool(config.get("StdinOnce")), "hold_output": c.attach_pending,
         }
@@ -500,6 +505,21 @@ class ContainerService:
         self.store.update(c.doc)
         self._event(c, "start")
         self._watch(c)
+
+    @staticmethod
+    def _log_attrs(doc: dict) -> dict[str, str]:
+        """The `attrs` of each log record (the labels, env and tag the log options name;
+        `logs --details` shows them), as Docker's json-file driver computes them."""
+        from kobako.engine.logs import LogConfig
+
+        config = doc["Config"]
+        image = doc.get("Image", "").removeprefix("sha256:")
+        return LogConfig.from_host_config(doc["HostConfig"].get("LogConfig")).extra_attributes(
+            labels=config.get("Labels") or {}, env=config.get("Env") or [],
+            tag_info={"ID": doc["Id"][:12], "FullID": doc["Id"],
+                      "Name": doc["Name"].lstrip("/"), "ImageID": image[:12],
+                      "ImageFullID": image, "ImageName": config.get("Image", ""),
+                      "DaemonName": "docker"})
 
     def _start_health(self, c: Container) -> None:
         from kobako.engine.health import HealthMonitor, probe_command
@@ -1034,7 +1054,8 @@ class ContainerService:
     # -- streams -----------------------------------------------------------------------
 
     async def logs(self, ref: str, *, follow: bool, stdout: bool, stderr: bool,
-                   since: float | None, until: float | None, timestamps: bool, tail: str):
+                   since: float | None, until: float | None, timestamps: bool, tail: str,
+                   details: bool = False):
         from kobako.engine.logs import read_logs
 
         c = self.get(ref)
@@ -1047,8 +1068,8 @@ class ContainerService:
         except ValueError:
             raise InvalidParameter(f"invalid value for tail: {tail!r}") from None
         chunks = read_logs(self._log_path(c), follow=follow, since=since, until=until,
-                           tail=tail_n, timestamps=timestamps, stdout=stdout, stderr=stderr,
-                           running=lambda: c.running)
+                           tail=tail_n, timestamps=timestamps, details=details,
+                           stdout=stdout, stderr=stderr, running=lambda: c.running)
         return bool(c.doc["Config"].get("Tty")), chunks
 
     async def attach(self, ref: str, *, stream: bool, logs: bool, stdin: bool, stdout: bool,

@@ -354,7 +354,8 @@ def run_container_monitor(params: dict, reply) -> None:
     listener = _listen(params["socket"])
     relays: list[Relay] = []
     log = open_writer(params["log_path"], LogConfig.from_host_config(params.get("log_config")),
-                      on_error=_log_error_reporter(container_dir, relays))
+                      on_error=_log_error_reporter(container_dir, relays),
+                      attrs=params.get("log_attrs"))
     relay = Relay(listener, log, hold_output=params.get("hold_output", False),
                   stdin_once=params.get("stdin_once", False))
     relays.append(relay)
