@@ -168,6 +168,8 @@ class ContainerService:
             await self.networks.sweep()  # what no running container owns after a crash
         for c in list(self.containers.values()):
             policy = RestartPolicy(c.doc["HostConfig"].get("RestartPolicy"))
+            if c.restart_task is not None and not c.restart_task.done():
+                continue  # it exited while we were away; its policy restarts it
             if not c.running and c.state["Status"] != "created" and policy.start_with_daemon(
                     bool(c.private.get("manually_stopped"))):
                 try:
@@ -736,6 +738,8 @@ class ContainerService:
                     c.state["Status"] = "exited"
                     self.store.update(c.doc)
                     return
+                if c.running:
+                    return  # started meanwhile (docker start, the daemon's start-up)
                 c.doc["RestartCount"] = c.doc.get("RestartCount", 0) + 1
                 try:
                     await self._start(c)
