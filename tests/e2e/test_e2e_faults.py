@@ -54,11 +54,13 @@ class Engine:
         self.seen.update(ids)
         return {d["Id"]: d for d in docs}
 
-    def crash(self, delay: float) -> None:
-        """SIGKILL the daemon after `delay` seconds, check its zygote went too, restart."""
+    def crash(self, delay: float, *commands: tuple[str, ...]) -> None:
+        """Start the docker `commands` in the background, SIGKILL the daemon `delay`
+        seconds later, check its zygote went too, restart it."""
         assert self.daemon.proc is not None
         pid = self.daemon.proc.pid
         zygotes = [p for p in _children(pid) if _comm(p) == "kobako-zygote"]
+        clients = [self.background(*command) for command in commands]
         time.sleep(delay)
         os.kill(pid, signal.SIGKILL)
         self.daemon.proc.wait()
@@ -67,6 +69,8 @@ class Engine:
         while any(_alive(z) for z in zygotes):
             assert time.monotonic() < deadline, "the zygote outlived its daemon"
             time.sleep(0.05)
+        for client in clients:
+            client.wait(30)
         self.daemon.start()
 
     # -- what exists on the host ----------------------------------------------------------
@@ -232,11 +236,9 @@ ROUNDS = 4
 def test_kill_during_create(engine):
     rng = random.Random()
     for _ in range(ROUNDS):
-        clients = [engine.background("create", *RUN, "--name", _name("create"), "busybox",
-                                     "sleep", "1000") for _ in range(4)]
-        engine.crash(rng.uniform(0.0, 0.25))
-        for client in clients:
-            client.wait(30)
+        engine.crash(rng.uniform(0.0, 0.15), *[
+            ("create", *RUN, "--name", _name("create"), "busybox", "sleep", "1000")
+            for _ in range(4)])
         docs = engine.check_consistent()
         for cid, d in docs.items():  # whatever was created can be started and removed
             if d["State"]["Status"] == "created":
@@ -253,10 +255,7 @@ def test_kill_during_start(engine):
             # half of them on the default bridge: a netns and a veth to undo or keep
             run = RUN if i % 2 else ("--pull", "never")
             engine.docker("create", *run, "--name", name, "busybox", "sleep", "1000")
-        clients = [engine.background("start", name) for name in names]
-        engine.crash(rng.uniform(0.0, 0.3))
-        for client in clients:
-            client.wait(30)
+        engine.crash(rng.uniform(0.0, 0.2), *[("start", name) for name in names])
         docs = engine.check_consistent()
         for d in docs.values():  # stopped or running, each can be started and stopped again
             if not d["State"]["Running"]:
@@ -276,10 +275,7 @@ def test_kill_during_rm(engine):
             engine.docker("create", *RUN, "--name", name, "busybox", "true")
         pids = {d["Id"]: d["State"]["Pid"] for d in engine.inspect_all().values()
                 if d["State"]["Running"]}
-        clients = [engine.background("rm", "-f", name) for name in names]
-        engine.crash(rng.uniform(0.0, 0.3))
-        for client in clients:
-            client.wait(30)
+        engine.crash(rng.uniform(0.0, 0.2), *[("rm", "-f", name) for name in names])
         engine.check_consistent(pids)
         engine.remove_all()
         engine.check_consistent()
@@ -289,10 +285,7 @@ def test_kill_during_volume_create(engine):
     rng = random.Random()
     for _ in range(ROUNDS):
         names = [_name("vol") for _ in range(6)]
-        clients = [engine.background("volume", "create", name) for name in names]
-        engine.crash(rng.uniform(0.0, 0.2))
-        for client in clients:
-            client.wait(30)
+        engine.crash(rng.uniform(0.0, 0.1), *[("volume", "create", name) for name in names])
         listed = set(engine.docker("volume", "ls", "-q").stdout.split())
         on_disk = {p.name for p in (engine.daemon.data_root / "volumes").iterdir()
                    if p.is_dir()}
@@ -318,10 +311,7 @@ def test_kill_while_containers_write_logs(engine):
     pids = {d["Id"]: d["State"]["Pid"] for d in engine.inspect_all().values()}
     rng = random.Random()
     for _ in range(3):
-        followers = [engine.background("logs", "-f", name) for name in names]
-        engine.crash(rng.uniform(0.05, 0.3))
-        for follower in followers:
-            follower.wait(30)
+        engine.crash(rng.uniform(0.05, 0.3), *[("logs", "-f", name) for name in names])
         engine.check_consistent(pids)
     for name in names:
         lines = engine.docker("logs", name).stdout.splitlines()
@@ -368,13 +358,18 @@ def test_a_full_disk_under_the_log_is_reported_and_the_container_goes_on(engine)
             time.sleep(0.2)
         assert engine.docker("inspect", "-f", "{{.State.Running}}", name).stdout.strip() == "true"
         lines = engine.docker("logs", name).stdout.splitlines()
-        assert 100 < len(lines) < 4000  # what fitted, whole lines in order
-        assert [int(line.split()[1]) for line in lines] == list(range(len(lines)))
+        # what fitted: whole lines, in order; once the disk is full, a later write small
+        # enough for the space left may still fit
+        numbers = [int(line.split()[1]) for line in lines]
+        assert 100 < len(numbers) < 4000 and numbers == sorted(set(numbers))
+        assert numbers[:100] == list(range(100))
         deadline = time.monotonic() + 10
         while "Error writing log message" not in engine.daemon.log():
             assert time.monotonic() < deadline, engine.daemon.log()
             time.sleep(0.1)
-        assert engine.daemon.log().count("Error writing log message") == 1
+        # once per burst of failures (a write that fits ends a burst), not per line lost
+        reports = engine.daemon.log_path.read_text().count("Error writing log message")
+        assert 1 <= reports <= 20 and reports < 4000 - len(numbers)
         assert cid in engine.daemon.log()
         assert engine.docker("version").returncode == 0  # the daemon is fine
         engine.docker("stop", "-t", "1", name)
