@@ -141,6 +141,17 @@ def test_on_failure_backs_off_and_gives_up_after_its_maximum(engine):
     engine.docker("rm", "-f", backing_off, capped, clean)
 
 
+def test_a_restart_pending_when_the_daemon_dies_still_happens(engine):
+    name = engine.run("--restart", "on-failure:5", "busybox", "sh", "-c", "exit 1")
+    engine.wait_for(name, lambda d: d["State"]["Restarting"] and d["RestartCount"] >= 2)
+    engine.kill_daemon()
+    engine.daemon.start()
+    doc = engine.wait_for(name, lambda d: d["RestartCount"] == 5
+                          and d["State"]["Status"] == "exited")
+    assert doc["State"]["ExitCode"] == 1 and not doc["State"]["Restarting"]
+    engine.docker("rm", name)
+
+
 def test_update_of_the_restart_policy_of_a_running_container(engine):
     name = engine.run("busybox", "sleep", "1000")
     engine.docker("update", "--restart", "always", name)

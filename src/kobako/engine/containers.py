@@ -211,6 +211,11 @@ class ContainerService:
             except RuntimeFailure as err:
                 log.warning("cannot clean up the runtime state of %s: %s", c.id, err)
         await asyncio.to_thread(self._unmount, c)  # mounted by a start that never ran
+        if c.state.get("Restarting"):
+            # its policy's restart was pending when the daemon died: pend it again
+            c.state.update({"Restarting": False, "Status": "exited"})
+            self.store.update(c.doc)
+            self._schedule_restart(c)
 
     async def _await_monitor(self, c: Container, timeout: float = 10.0) -> dict | None:
         """monitor.json of the container's last start; while its monitor is still creating
