@@ -397,25 +397,7 @@ async def not_yet(request: web.Request) -> web.Response:
     raise NotImplementedYet(f"{request.method} {request.path} is not implemented yet")
 
 
-def _after_startup(handler: Any) -> Any:
-    """The handler, once the container service has restored its containers."""
-    async def gated(request: web.Request) -> web.StreamResponse:
-        svc = ctx(request).containers
-        # looked up on the class: a stand-in service answers any attribute
-        until_ready = getattr(type(svc), "until_ready", None)
-        if until_ready is not None:
-            await until_ready(svc)
-        return await handler(request)
-    return gated
-
-
-def _gate(add: Any) -> Any:
-    return lambda method, path, handler, *rest, **kw: add(method, path,
-                                                         _after_startup(handler), *rest, **kw)
-
-
 def register(add: Any) -> None:
-    add = _gate(add)
     add("POST", "/containers/create", create)
     add("GET", "/containers/json", list_containers)
     add("POST", "/containers/prune", prune)

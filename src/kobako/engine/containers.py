@@ -118,7 +118,6 @@ class ContainerService:
         self.zygote = zygote
         self.store = ContainerStore(conn)
         self._creating: set[str] = set()  # ids between their directory and their record
-        self._ready = asyncio.Event()
         self.log_defaults = log_defaults or {}
         self.runtime_root = os.path.join(exec_root, "runtime")
         self.sockets = os.path.join(exec_root, "m")
@@ -138,18 +137,7 @@ class ContainerService:
 
     # -- daemon lifecycle --------------------------------------------------------------
 
-    async def until_ready(self) -> None:
-        """Wait until start-up has repaired and restored the containers: the API listens
-        before that, and must not show the state a killed daemon left."""
-        await self._ready.wait()
-
     async def startup(self) -> None:
-        try:
-            await self._startup()
-        finally:
-            self._ready.set()
-
-    async def _startup(self) -> None:
         """Find every running container's monitor again (live restore), repair what a
         daemon killed in the middle of an operation left, apply restart policies."""
         self.zygote.attach(asyncio.get_running_loop())

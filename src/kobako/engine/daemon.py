@@ -349,6 +349,11 @@ async def serve(cfg: DaemonConfig, listeners: list[Listener], context: Any,
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
+        # containers restored and repaired before the API answers, as dockerd does:
+        # no client may see the state a killed daemon left behind
+        startup = getattr(context.containers, "startup", None)
+        if startup is not None:
+            await startup()
         activated = systemd_sockets()
         for lst in listeners:
             if lst.kind == "unix":
@@ -369,9 +374,6 @@ async def serve(cfg: DaemonConfig, listeners: list[Listener], context: Any,
                 for sock in activated:
                     await web.SockSite(runner, sock).start()
             log.info("API listening on %s", lst.url)
-        startup = getattr(context.containers, "startup", None)
-        if startup is not None:
-            await startup()
         if ready is not None:
             ready()
         await stop.wait()
