@@ -159,6 +159,7 @@ class ContainerService:
             if c.restart_task is not None and not c.restart_task.done():
                 continue  # it exited while we were away; its policy restarts it
             if not c.running and c.state["Status"] != "created" and policy.start_with_daemon(
+                    c.state.get("ExitCode", 0), c.doc.get("RestartCount", 0),
                     bool(c.private.get("manually_stopped"))):
                 try:
                     await self.start(c.id)

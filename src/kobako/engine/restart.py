@@ -28,10 +28,13 @@ class RestartPolicy:
             return exit_code != 0 and (self.max_retries == 0 or restart_count < self.max_retries)
         return False
 
-    def start_with_daemon(self, manually_stopped: bool) -> bool:
+    def start_with_daemon(self, exit_code: int, restart_count: int,
+                          manually_stopped: bool) -> bool:
         """At daemon start, for a container that is not running."""
         if self.name == "always":
             return True
+        if self.name == "on-failure":  # a failure with retries left, as an exit would
+            return self.should_restart(exit_code, restart_count, manually_stopped)
         return self.name == "unless-stopped" and not manually_stopped
 
 
