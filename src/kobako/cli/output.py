@@ -10,6 +10,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TextIO
 
+from kobako import units
+
 # docker's formatter: tabwriter.NewWriter(out, minwidth=10, tabwidth=1, padding=3, ' ', 0)
 _MINWIDTH, _PADDING = 10, 3
 
@@ -30,40 +32,11 @@ def table(rows: Sequence[Sequence[str]], out: TextIO | None = None) -> None:
 
 
 def human_size(size: float) -> str:
-    """units.HumanSizeWithPrecision(size, 3): decimal units, 3 significant digits."""
-    units = ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"]
-    i = 0
-    while size >= 1000 and i < len(units) - 1:
-        size /= 1000.0
-        i += 1
-    return f"{size:.3g}{units[i]}"
+    """What docker's tables print: 3 significant digits."""
+    return units.human_size(size, 3)
 
 
-def human_duration(seconds: float) -> str:
-    """units.HumanDuration."""
-    if seconds < 1:
-        return "Less than a second"
-    if int(seconds) == 1:
-        return "1 second"
-    if seconds < 60:
-        return f"{int(seconds)} seconds"
-    minutes = int(seconds / 60)
-    if minutes == 1:
-        return "About a minute"
-    if minutes < 60:
-        return f"{minutes} minutes"
-    hours = int(seconds / 3600 + 0.5)
-    if hours == 1:
-        return "About an hour"
-    if hours < 48:
-        return f"{hours} hours"
-    if hours < 24 * 7 * 2:
-        return f"{hours // 24} days"
-    if hours < 24 * 30 * 2:
-        return f"{hours // 24 // 7} weeks"
-    if hours < 24 * 365 * 2:
-        return f"{hours // 24 // 30} months"
-    return f"{int(seconds / 3600 / 24 / 365)} years"
+human_duration = units.human_duration
 
 
 def since(timestamp: float | None, now: float | None = None) -> str:

@@ -34,6 +34,7 @@ from kobako.engine.errors import (
 )
 from kobako.engine.monitor import EXIT_FILE, MONITOR_FILE, now_rfc3339
 from kobako.engine.restart import RestartPolicy, next_delay
+from kobako.units import human_duration
 
 log = logging.getLogger("kobakod.containers")
 
@@ -1505,41 +1506,13 @@ def _parse_time(text: str) -> float:
     return seconds + (float("0." + frac) if frac else 0.0)
 
 
-def _human_duration(seconds: float) -> str:
-    """Docker's units.HumanDuration."""
-    s = int(seconds)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    minutes = s // 60
-    if minutes == 1:
-        return "About a minute"
-    if minutes < 60:
-        return f"{minutes} minutes"
-    hours = round(s / 3600)
-    if hours == 1:
-        return "About an hour"
-    if hours < 48:
-        return f"{hours} hours"
-    if hours < 24 * 7 * 2:
-        return f"{hours // 24} days"
-    if hours < 24 * 30 * 2:
-        return f"{hours // 24 // 7} weeks"
-    if hours < 24 * 365 * 2:
-        return f"{hours // 24 // 30} months"
-    return f"{hours // 24 // 365} years"
-
-
 def _human_status(state: dict) -> str:
     now = time.time()
     if state.get("Restarting"):
         return (f"Restarting ({state.get('ExitCode', 0)}) "
-                f"{_human_duration(now - _parse_time(state['FinishedAt']))} ago")
+                f"{human_duration(now - _parse_time(state['FinishedAt']))} ago")
     if state.get("Running"):
-        up = f"Up {_human_duration(now - _parse_time(state['StartedAt']))}"
+        up = f"Up {human_duration(now - _parse_time(state['StartedAt']))}"
         if state.get("Paused"):
             return up + " (Paused)"
         health = (state.get("Health") or {}).get("Status")
@@ -1550,6 +1523,6 @@ def _human_status(state: dict) -> str:
         return "Created"
     if state.get("FinishedAt", ZERO_TIME) == ZERO_TIME:
         return "Created"
-    ago = _human_duration(now - _parse_time(state["FinishedAt"]))
+    ago = human_duration(now - _parse_time(state["FinishedAt"]))
     return f"Exited ({state.get('ExitCode', 0)}) {ago} ago"
 

@@ -26,6 +26,7 @@ from kobako.image.errors import DigestMismatch, ImageError, RegistryError
 from kobako.image.reference import Reference, parse
 from kobako.image.registry import ConnectionFailed, RegistryClient
 from kobako.image.store import BlobWriter, ContentStore
+from kobako.units import human_size
 
 Progress = Callable[[dict[str, Any]], None]
 OnLayer = Callable[[dict[str, Any]], Awaitable[None]]
@@ -51,16 +52,6 @@ class PullResult:
 
 class PullError(RegistryError):
     """A pull failed after retries: names the blob and the cause."""
-
-
-def human_size(size: float) -> str:
-    """go-units HumanSize: decimal units, 4 significant digits ("2.15MB", "999B")."""
-    units = ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"]
-    i = 0
-    while size >= 1000 and i < len(units) - 1:
-        size /= 1000
-        i += 1
-    return f"{size:.4g}{units[i]}"
 
 
 def progress_bar(current: int, total: int, start: float | None = None) -> str:
