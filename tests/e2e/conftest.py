@@ -6,7 +6,7 @@ import os
 import shutil
 
 import pytest
-from daemon_fixture import DOCKER, Daemon
+from daemon_fixture import DOCKER, Daemon, busybox_daemon
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="kobakod e2e tests run as root")
 
@@ -23,6 +23,14 @@ def kobakod():
     daemon = Daemon().start()
     yield daemon
     daemon.stop()
+
+
+@pytest.fixture(scope="module")
+def engine():
+    """One kobakod per module with busybox:latest; at the end every container is removed
+    and nothing may be left mounted or in runtime state."""
+    with busybox_daemon() as daemon:
+        yield daemon
 
 
 @pytest.fixture

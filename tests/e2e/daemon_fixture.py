@@ -7,6 +7,7 @@ SIGTERM to the daemon's pid and removes the dir.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -14,8 +15,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 KOBAKOD = str(Path(sys.executable).parent / "kobakod")
 KOBAKO = str(Path(sys.executable).parent / "kobako")
@@ -100,6 +105,13 @@ class Daemon:
                     f"kobakod ignored SIGTERM for {timeout}s:\n{self.log()}") from exc
         return self.proc.returncode
 
+    def kill(self) -> None:
+        """SIGKILL by pid (a crash: no cleanup of its own); `start()` may follow."""
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        self._log.close()
+
     def stop(self) -> None:
         try:
             if self.proc is not None:
@@ -142,6 +154,90 @@ class Daemon:
         import docker
 
         return docker.DockerClient(base_url=self.host, timeout=60, **kwargs)
+
+    def run(self, *args: str, input: str | None = None, check: bool = False,
+            timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """The docker CLI in text mode; with `check`, a failure shows the daemon's log."""
+        result = subprocess.run([DOCKER, *args], capture_output=True, text=True, input=input,
+                                timeout=timeout, env=self.env())
+        if check and result.returncode != 0:
+            raise AssertionError(f"docker {' '.join(args)} failed ({result.returncode}):\n"
+                                 f"{result.stdout}\n{result.stderr}\n"
+                                 f"--- kobakod log ---\n{self.log()}")
+        return result
+
+    def inspect(self, name: str) -> dict[str, Any]:
+        return json.loads(self.run("inspect", name, check=True).stdout)[0]
+
+    def import_busybox(self, name: str = "busybox:latest") -> str:
+        """Import the host's busybox as image `name` (CMD sh); its id."""
+        tar = busybox_rootfs_tar(str(self.base / "busybox.tar"))
+        return self.run("import", "--change", 'CMD ["sh"]', tar, name,
+                        check=True).stdout.strip()
+
+    def remove_all_containers(self, volumes: bool = False) -> None:
+        """`docker rm -f` every container (`-v`: with their anonymous volumes)."""
+        ids = self.run("ps", "-aq", check=True).stdout.split()
+        if ids:
+            self.run("rm", "-f", *(["-v"] if volumes else []), *ids, check=True, timeout=120)
+
+    # -- what exists on the host ---------------------------------------------------------
+
+    def mounts(self) -> list[str]:
+        """Mount points under this daemon's dir."""
+        base = str(self.base) + "/"
+        with open("/proc/self/mountinfo") as f:
+            return [line.split()[4] for line in f if line.split()[4].startswith(base)]
+
+    def leaks(self) -> list[str]:
+        """Mounts and runtime state; with no container left, there should be none."""
+        found = self.mounts()
+        runtime_root = self.exec_root / "runtime"
+        if runtime_root.is_dir():
+            found += [str(p) for p in runtime_root.iterdir()]
+        return found
+
+
+@contextmanager
+def busybox_daemon(**kwargs: Any) -> Iterator[Daemon]:
+    """A started Daemon(**kwargs) with busybox:latest; at the end (if it still runs) every
+    container is removed and nothing may be left mounted or in runtime state."""
+    daemon = Daemon(**kwargs).start()
+    try:
+        daemon.import_busybox()
+        yield daemon
+        if daemon.proc is not None and daemon.proc.poll() is None:
+            daemon.remove_all_containers()
+            assert not daemon.leaks(), daemon.leaks()
+    finally:
+        daemon.stop()
+
+
+def wait_until(condition: Callable[[], T], timeout: float = 15, interval: float = 0.1,
+               message: Callable[[], object] = lambda: "") -> T:
+    """Poll `condition` until it returns something true (which is returned); after
+    `timeout` seconds, fail with `message()`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, message()
+        time.sleep(interval)
+
+
+def cgroup_file(pid: int, controller: str, name: str) -> str:
+    """File `name` of `pid`'s cgroup of `controller` ("" for the cgroup2 hierarchy)."""
+    with open(f"/proc/{pid}/cgroup") as f:
+        for line in f:
+            _, controllers, path = line.rstrip("\n").split(":", 2)
+            if controller in controllers.split(","):
+                mount = "/sys/fs/cgroup/" + controllers if controllers else "/sys/fs/cgroup"
+                if not os.path.isdir(mount):
+                    mount = "/sys/fs/cgroup/" + controller
+                with open(os.path.join(mount + path, name)) as g:
+                    return g.read().strip()
+    raise AssertionError(f"no {controller} cgroup for {pid}")
 
 
 def _unmount_under(root: Path) -> None:
