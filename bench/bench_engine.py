@@ -42,12 +42,14 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 DOCKER = shutil.which("docker", path="/usr/local/bin") or shutil.which("docker") or "docker"
 KOBAKOD = str(Path(sys.executable).parent / "kobakod")
 DOCKERD = shutil.which("dockerd", path="/usr/sbin:/usr/bin:/sbin:/bin") or "/usr/sbin/dockerd"
 PREFIX = "kbkb-"
 IMAGE = "busybox:latest"
+T = TypeVar("T")
 
 
 class BenchError(Exception):
@@ -544,6 +546,57 @@ def print_table(results: dict[str, dict[str, float]], idle: int) -> None:
     print()
 
 
+def engine_classes(no_dockerd: bool, dockerd: type[Engine]) -> list[type[Engine]]:
+    """kobakod, then `dockerd` (a Dockerd class) unless told not to or not installed."""
+    engines: list[type[Engine]] = [Kobako]
+    if not no_dockerd:
+        if os.path.exists(DOCKERD):
+            engines.append(dockerd)
+        else:
+            log(f"{DOCKERD} is not installed: kobakod only")
+    return engines
+
+
+def measure_engines(engines: list[type[Engine]], measure: Callable[[Engine, str], T],
+                    after: Callable[[Engine], None] = lambda engine: None,
+                    ) -> tuple[dict[str, T], dict[str, list[str]]]:
+    """`measure(engine, busybox_tar)` on each engine in turn, each cleaned up (and then
+    checked by `after`) whatever happened; the results and each engine's problems."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
+    from kobako.image.bootstrap import bootstrap_busybox
+
+    # Ctrl-C and SIGTERM unwind through the finally blocks below
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    results: dict[str, T] = {}
+    problems: dict[str, list[str]] = {}
+    with tempfile.TemporaryDirectory(prefix=PREFIX) as scratch:
+        tar = os.path.join(scratch, "busybox.tar")
+        with open(tar, "wb") as f:
+            f.write(bootstrap_busybox())
+        for cls in engines:
+            engine = cls()
+            try:
+                results[engine.name] = measure(engine, tar)
+            except BenchError as err:
+                engine.problems.append(str(err))
+            except KeyboardInterrupt:
+                log("interrupted: cleaning up")
+                raise
+            finally:
+                engine.cleanup()
+                after(engine)
+                problems[engine.name] = engine.problems
+    return results, problems
+
+
+def print_problems(problems: dict[str, list[str]]) -> int:
+    """Print every engine's problems; the exit status (1 if there was any)."""
+    for name, found in problems.items():
+        for problem in found:
+            print(f"PROBLEM ({name}): {problem}")
+    return 1 if any(problems.values()) else 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", "--runs", type=int, default=20)
@@ -555,40 +608,14 @@ def main() -> int:
     if os.geteuid() != 0:
         print("bench_engine: needs root", file=sys.stderr)
         return 2
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
-    from kobako.image.bootstrap import bootstrap_busybox
-
-    # Ctrl-C and SIGTERM unwind through the finally blocks below
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    engines: list[type[Engine]] = [Kobako]
-    if not args.no_dockerd:
-        if os.path.exists(DOCKERD):
-            engines.append(Dockerd)
-        else:
-            log(f"{DOCKERD} is not installed: kobakod only")
-    results: dict[str, dict[str, float]] = {}
-    problems: dict[str, list[str]] = {}
     details: dict[str, str] = {}
-    with tempfile.TemporaryDirectory(prefix=PREFIX) as scratch:
-        tar = os.path.join(scratch, "busybox.tar")
-        with open(tar, "wb") as f:
-            f.write(bootstrap_busybox())
-        for cls in engines:
-            engine = cls()
-            try:
-                results[engine.name] = bench_engine(engine, tar, args)
-                details[engine.name] = getattr(engine, "detail", "")
-            except BenchError as err:
-                engine.problems.append(str(err))
-            except KeyboardInterrupt:
-                log("interrupted: cleaning up")
-                engine.cleanup()
-                problems[engine.name] = engine.problems
-                raise
-            finally:
-                if not engine.base or os.path.exists(engine.base):
-                    engine.cleanup()
-                problems[engine.name] = engine.problems
+
+    def measure(engine: Engine, tar: str) -> dict[str, float]:
+        result = bench_engine(engine, tar, args)
+        details[engine.name] = getattr(engine, "detail", "")
+        return result
+
+    results, problems = measure_engines(engine_classes(args.no_dockerd, Dockerd), measure)
     if results:
         print_table(results, args.idle)
         for name, detail in details.items():
@@ -596,10 +623,7 @@ def main() -> int:
         if "dockerd" in results:
             print("dockerd ran with live-restore (its containers survive the SIGKILL too), "
                   "--bridge=none --iptables=false; both engines used --network none.")
-    for name, found in problems.items():
-        for problem in found:
-            print(f"PROBLEM ({name}): {problem}")
-    return 1 if any(problems.values()) else 0
+    return print_problems(problems)
 
 
 if __name__ == "__main__":

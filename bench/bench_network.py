@@ -28,24 +28,24 @@ import json
 import os
 import re
 import secrets
-import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_engine import (  # noqa: E402 - the sibling script, not a package
-    DOCKERD,
     IMAGE,
     PREFIX,
     BenchError,
     Dockerd,
     Engine,
     Kobako,
+    engine_classes,
     log,
+    measure_engines,
     median_of,
+    print_problems,
 )
 
 DOCKER_SUBNETS = ["10.199.0.0/24", "10.199.1.0/24", "10.198.0.0/24", "192.168.219.0/24"]
@@ -196,51 +196,26 @@ def main() -> int:
     if os.geteuid() != 0:
         print("bench_network: needs root", file=sys.stderr)
         return 2
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
-    from kobako.image.bootstrap import bootstrap_busybox
 
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    engines: list[type[Engine]] = [Kobako]
-    if not args.no_dockerd:
-        if os.path.exists(DOCKERD):
-            engines.append(BridgedDockerd)
-        else:
-            log(f"{DOCKERD} is not installed: kobakod only")
-    results: dict[str, dict[str, float]] = {}
-    problems: dict[str, list[str]] = {}
-    with tempfile.TemporaryDirectory(prefix=PREFIX) as scratch:
-        tar = os.path.join(scratch, "busybox.tar")
-        with open(tar, "wb") as f:
-            f.write(bootstrap_busybox())
-        for cls in engines:
-            engine = cls()
-            try:
-                results[engine.name] = bench(engine, tar, args)
-            except BenchError as err:
-                engine.problems.append(str(err))
-            except KeyboardInterrupt:
-                log("interrupted: cleaning up")
-                raise
-            finally:
-                engine.cleanup()
-                if isinstance(engine, Kobako):
-                    left = kobako_leftovers(engine)
-                    if left:
-                        engine.problems.append(f"left behind: {left}")
-                if isinstance(engine, BridgedDockerd) and os.path.exists(
-                        f"/sys/class/net/{engine.bridge}"):
-                    engine.problems.append(f"bridge {engine.bridge} left behind")
-                problems[engine.name] = engine.problems
+    def check_left(engine: Engine) -> None:
+        if isinstance(engine, Kobako):
+            left = kobako_leftovers(engine)
+            if left:
+                engine.problems.append(f"left behind: {left}")
+        if isinstance(engine, BridgedDockerd) and os.path.exists(
+                f"/sys/class/net/{engine.bridge}"):
+            engine.problems.append(f"bridge {engine.bridge} left behind")
+
+    results, problems = measure_engines(engine_classes(args.no_dockerd, BridgedDockerd),
+                                        lambda engine, tar: bench(engine, tar, args),
+                                        after=check_left)
     if results:
         print_table(results)
         if "dockerd" in results:
             print("dockerd: --bridge of its own, --iptables=false --ip-forward=false "
                   "--ip-masq=false (no rules to apply at run); kobakod applies its nft "
                   "table at every start and stop.")
-    for name, found in problems.items():
-        for problem in found:
-            print(f"PROBLEM ({name}): {problem}")
-    return 1 if any(problems.values()) else 0
+    return print_problems(problems)
 
 
 if __name__ == "__main__":
