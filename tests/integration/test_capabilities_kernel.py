@@ -1,11 +1,10 @@
 """Capabilities against the real kernel: each test changes caps in a forked child."""
 
-import json
 import os
 import subprocess
-import traceback
 
 import pytest
+from forked import in_child
 
 from kobako.linux import capabilities as caps
 from kobako.linux import syscalls
@@ -16,31 +15,6 @@ pytestmark = [
 ]
 
 KEEP = ["CAP_KILL", "CAP_NET_BIND_SERVICE", "CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP"]
-
-
-def in_child(fn):
-    """Run fn() in a forked child; return its JSON-able result or raise its error."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(r)
-        code = 0
-        try:
-            out = {"ok": fn()}
-        except BaseException:
-            out = {"error": traceback.format_exc()}
-            code = 1
-        with os.fdopen(w, "w") as f:
-            json.dump(out, f)
-        os._exit(code)
-    os.close(w)
-    with os.fdopen(r) as f:
-        data = f.read()
-    os.waitpid(pid, 0)
-    out = json.loads(data)
-    if "error" in out:
-        raise AssertionError("child failed:\n" + out["error"])
-    return out["ok"]
 
 
 def test_bounding_drop_is_visible_in_proc_status():

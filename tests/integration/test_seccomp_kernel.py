@@ -2,15 +2,14 @@
 
 import ctypes
 import errno
-import json
 import os
 import signal
 import socket
 import tempfile
-import traceback
 import uuid
 
 import pytest
+from forked import in_child, run_child
 
 from kobako.engine import seccomp_default
 from kobako.linux import seccomp, syscalls
@@ -25,40 +24,6 @@ DOCKER_DEFAULT_CAPS = [
     "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
     "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
 ]
-
-
-def run_child(fn):
-    """Run fn() in a forked child. Returns (wait status, fn's JSON result or None)."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(r)
-        code = 0
-        try:
-            out = {"ok": fn()}
-        except BaseException:
-            out = {"error": traceback.format_exc()}
-            code = 1
-        os.write(w, json.dumps(out).encode())
-        os._exit(code)
-    os.close(w)
-    chunks = []
-    while chunk := os.read(r, 65536):
-        chunks.append(chunk)
-    os.close(r)
-    _, status = os.waitpid(pid, 0)
-    if not chunks:
-        return status, None
-    out = json.loads(b"".join(chunks))
-    if "error" in out:
-        raise AssertionError("child failed:\n" + out["error"])
-    return status, out["ok"]
-
-
-def in_child(fn):
-    status, result = run_child(fn)
-    assert os.waitstatus_to_exitcode(status) == 0
-    return result
 
 
 def errno_of(call, *args):
