@@ -3,22 +3,16 @@
 import os
 
 import pytest
+from fake_cgroups import installed_fake
+from fake_cgroups import open_on as open_v1
 
 from kobako.linux import cgroups
-from kobako.linux.cgroups.fake import FakeCgroupfs
 
 
 @pytest.fixture
 def fake(tmp_path):
-    tree = FakeCgroupfs(str(tmp_path), mode="hybrid", self_cgroup="/outer")
-    tree.install()
-    yield tree
-    tree.uninstall()
-
-
-def open_v1(fake, path="/kbt/c1", **kwargs):
-    return cgroups.open_manager(path, "c1", mountinfo=fake.mountinfo,
-                                proc_cgroup=fake.proc_cgroup, **kwargs)
+    with installed_fake(str(tmp_path), mode="hybrid", self_cgroup="/outer") as tree:
+        yield tree
 
 
 def test_hybrid_reports_v1_and_has_every_hierarchy(fake):

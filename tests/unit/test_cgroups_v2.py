@@ -4,22 +4,17 @@ import os
 import signal
 
 import pytest
+from fake_cgroups import installed_fake
+from fake_cgroups import open_on as open_v2
 
 from kobako.linux import cgroups
-from kobako.linux.cgroups.fake import FakeCgroupfs
 
 
 @pytest.fixture
 def fake(tmp_path):
-    tree = FakeCgroupfs(str(tmp_path), mode="v2", self_cgroup="/user.slice/session-1.scope")
-    tree.install()
-    yield tree
-    tree.uninstall()
-
-
-def open_v2(fake, path="/kbt/c1", **kwargs):
-    return cgroups.open_manager(path, "c1", mountinfo=fake.mountinfo,
-                                proc_cgroup=fake.proc_cgroup, **kwargs)
+    with installed_fake(str(tmp_path), mode="v2",
+                        self_cgroup="/user.slice/session-1.scope") as tree:
+        yield tree
 
 
 def test_detects_v2(fake):

@@ -6,10 +6,9 @@ import asyncio
 import os
 
 import pytest
+from fake_cgroups import installed_fake, open_on
 
 from kobako.engine import stats
-from kobako.linux import cgroups
-from kobako.linux.cgroups.fake import FakeCgroupfs
 
 GIB = 1 << 30
 
@@ -49,22 +48,18 @@ def cli_numbers(doc: dict) -> dict:
 
 @pytest.fixture
 def v1(tmp_path):
-    tree = FakeCgroupfs(str(tmp_path / "cg"), mode="hybrid").install()
-    mgr = cgroups.open_manager("/kbt/c1", "c1", mountinfo=tree.mountinfo,
-                               proc_cgroup=tree.proc_cgroup)
-    mgr.create()
-    yield mgr
-    tree.uninstall()
+    with installed_fake(str(tmp_path / "cg"), mode="hybrid") as tree:
+        mgr = open_on(tree)
+        mgr.create()
+        yield mgr
 
 
 @pytest.fixture
 def v2(tmp_path):
-    tree = FakeCgroupfs(str(tmp_path / "cg"), mode="v2").install()
-    mgr = cgroups.open_manager("/kbt/c1", "c1", mountinfo=tree.mountinfo,
-                               proc_cgroup=tree.proc_cgroup)
-    mgr.create()
-    yield mgr
-    tree.uninstall()
+    with installed_fake(str(tmp_path / "cg"), mode="v2") as tree:
+        mgr = open_on(tree)
+        mgr.create()
+        yield mgr
 
 
 def test_v1_sections(v1):
