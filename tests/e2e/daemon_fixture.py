@@ -198,6 +198,21 @@ class Daemon:
         return found
 
 
+class Engine:
+    """A Daemon driven by the docker CLI in text mode, as a base for modules' helpers;
+    `docker()` fails on a non-zero exit unless told `check=False`."""
+
+    def __init__(self, daemon: Daemon):
+        self.daemon = daemon
+
+    def docker(self, *args: str, input: str | None = None, check: bool = True,
+               timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return self.daemon.run(*args, input=input, check=check, timeout=timeout)
+
+    def inspect(self, name: str) -> dict[str, Any]:
+        return self.daemon.inspect(name)
+
+
 @contextmanager
 def busybox_daemon(**kwargs: Any) -> Iterator[Daemon]:
     """A started Daemon(**kwargs) with busybox:latest; at the end (if it still runs) every

@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 
 import pytest
-from daemon_fixture import DOCKER, Daemon, busybox_rootfs_tar
+from daemon_fixture import DOCKER, Daemon, busybox_daemon
+from daemon_fixture import Engine as BaseEngine
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
@@ -28,19 +29,10 @@ RUN = ("--pull", "never", "--network", "none")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
-class Engine:
+class Engine(BaseEngine):
     def __init__(self, daemon: Daemon):
-        self.daemon = daemon
+        super().__init__(daemon)
         self.seen: set[str] = set()  # every container id this module's daemon ever had
-
-    def docker(self, *args: str, timeout: float = 60, check: bool = True,
-               input: str | None = None) -> subprocess.CompletedProcess:
-        result = subprocess.run([DOCKER, *args], capture_output=True, text=True, input=input,
-                                timeout=timeout, env=self.daemon.env())
-        if check and result.returncode != 0:
-            raise AssertionError(f"docker {' '.join(args)} failed ({result.returncode}):\n"
-                                 f"{result.stdout}\n{result.stderr}\n{self.daemon.log()}")
-        return result
 
     def background(self, *args: str) -> subprocess.Popen:
         return subprocess.Popen([DOCKER, *args], stdout=subprocess.DEVNULL,
@@ -87,11 +79,6 @@ class Engine:
         if runtime.is_dir():
             found |= {p.name for p in runtime.iterdir()}
         return found
-
-    def mounts(self) -> list[str]:
-        base = str(self.daemon.base) + "/"
-        with open("/proc/self/mountinfo") as f:
-            return [line.split()[4] for line in f if line.split()[4].startswith(base)]
 
     def monitors(self) -> dict[int, str]:
         """kobako-monitor processes of this daemon -> the file under our data root they
@@ -143,7 +130,7 @@ class Engine:
             for cgroup in CGROUP_ROOT.glob(f"*/kobako/{cid}"):
                 problems.append(f"{cid[:12]}: cgroup {cgroup} left")
             problems += [f"{cid[:12]}: process {p} left" for p in _processes_in_cgroup(cid)]
-        for point in self.mounts():
+        for point in self.daemon.mounts():
             if not any(cid in point for cid in running):
                 problems.append(f"mount {point} left")
         for pid, held in self.monitors().items():
@@ -211,17 +198,16 @@ def _processes_in_cgroup(cid: str) -> list[int]:
 
 @pytest.fixture(scope="module")
 def engine():
-    daemon = Daemon().start()
-    engine = Engine(daemon)
+    engine = None
     try:
-        tar = busybox_rootfs_tar(str(daemon.base / "busybox.tar"))
-        engine.docker("import", "--change", 'CMD ["sh"]', tar, "busybox:latest")
-        yield engine
-        engine.remove_all()
-        engine.check_consistent()
+        with busybox_daemon() as daemon:
+            engine = Engine(daemon)
+            yield engine
+            engine.remove_all()
+            engine.check_consistent()
     finally:
-        daemon.stop()
-        engine.purge()
+        if engine is not None:
+            engine.purge()
 
 
 def _name(kind: str) -> str:

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import secrets
-import subprocess
 import time
 from datetime import UTC, datetime
 
 import pytest
-from daemon_fixture import DOCKER, Daemon, busybox_rootfs_tar
+from daemon_fixture import Engine as BaseEngine
+from daemon_fixture import busybox_daemon
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
@@ -19,18 +18,7 @@ RUN = ("--pull", "never", "--network", "none")
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z ")
 
 
-class Engine:
-    def __init__(self, daemon: Daemon):
-        self.daemon = daemon
-
-    def docker(self, *args: str, timeout: float = 60, check: bool = True):
-        result = subprocess.run([DOCKER, *args], capture_output=True, text=True,
-                                timeout=timeout, env=self.daemon.env())
-        if check and result.returncode != 0:
-            raise AssertionError(f"docker {' '.join(args)} failed ({result.returncode}):\n"
-                                 f"{result.stdout}\n{result.stderr}\n{self.daemon.log()}")
-        return result
-
+class Engine(BaseEngine):
     def run(self, *args: str) -> str:
         """Run a container to its end; its name."""
         name = "kbl-" + secrets.token_hex(4)
@@ -38,23 +26,11 @@ class Engine:
         self.docker("wait", name)
         return name
 
-    def inspect(self, name: str) -> dict:
-        return json.loads(self.docker("inspect", name).stdout)[0]
-
 
 @pytest.fixture(scope="module")
 def engine():
-    daemon = Daemon().start()
-    engine = Engine(daemon)
-    try:
-        tar = busybox_rootfs_tar(str(daemon.base / "busybox.tar"))
-        engine.docker("import", "--change", 'CMD ["sh"]', tar, "busybox:latest")
-        yield engine
-        ids = engine.docker("ps", "-aq").stdout.split()
-        if ids:
-            engine.docker("rm", "-f", *ids)
-    finally:
-        daemon.stop()
+    with busybox_daemon() as daemon:
+        yield Engine(daemon)
 
 
 def _ts(line: str) -> float:

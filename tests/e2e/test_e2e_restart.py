@@ -2,40 +2,25 @@
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import signal
-import subprocess
 import time
 
 import pytest
-from daemon_fixture import DOCKER, Daemon, busybox_rootfs_tar
+from daemon_fixture import Engine as BaseEngine
+from daemon_fixture import busybox_daemon
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
 RUN = ("--pull", "never", "--network", "none")
 
 
-class Engine:
-    def __init__(self, daemon: Daemon):
-        self.daemon = daemon
-
-    def docker(self, *args: str, timeout: float = 60, check: bool = True):
-        result = subprocess.run([DOCKER, *args], capture_output=True, text=True,
-                                timeout=timeout, env=self.daemon.env())
-        if check and result.returncode != 0:
-            raise AssertionError(f"docker {' '.join(args)} failed ({result.returncode}):\n"
-                                 f"{result.stdout}\n{result.stderr}\n{self.daemon.log()}")
-        return result
-
+class Engine(BaseEngine):
     def run(self, *args: str) -> str:
         name = "kbr-" + secrets.token_hex(4)
         self.docker("run", "-d", *RUN, "--name", name, *args)
         return name
-
-    def inspect(self, name: str) -> dict:
-        return json.loads(self.docker("inspect", name).stdout)[0]
 
     def wait_for(self, name: str, what, timeout: float = 15) -> dict:
         deadline = time.monotonic() + timeout
@@ -47,26 +32,11 @@ class Engine:
                                                  self.daemon.log())
             time.sleep(0.1)
 
-    def kill_daemon(self) -> None:
-        assert self.daemon.proc is not None
-        os.kill(self.daemon.proc.pid, signal.SIGKILL)
-        self.daemon.proc.wait()
-        self.daemon._log.close()
-
 
 @pytest.fixture(scope="module")
 def engine():
-    daemon = Daemon().start()
-    engine = Engine(daemon)
-    try:
-        tar = busybox_rootfs_tar(str(daemon.base / "busybox.tar"))
-        engine.docker("import", "--change", 'CMD ["sh"]', tar, "busybox:latest")
-        yield engine
-        ids = engine.docker("ps", "-aq").stdout.split()
-        if ids:
-            engine.docker("rm", "-f", *ids)
-    finally:
-        daemon.stop()
+    with busybox_daemon() as daemon:
+        yield Engine(daemon)
 
 
 def running(doc: dict) -> bool:
@@ -78,7 +48,7 @@ def test_exits_while_the_daemon_is_down_are_restarted_at_its_start(engine):
     unless = engine.run("--restart", "unless-stopped", "busybox", "sleep", "1000")
     never = engine.run("busybox", "sleep", "1000")
     pids = {n: engine.inspect(n)["State"]["Pid"] for n in (always, unless, never)}
-    engine.kill_daemon()
+    engine.daemon.kill()
     for pid in pids.values():
         os.kill(pid, signal.SIGKILL)
     time.sleep(0.3)
@@ -144,7 +114,7 @@ def test_on_failure_backs_off_and_gives_up_after_its_maximum(engine):
 def test_a_restart_pending_when_the_daemon_dies_still_happens(engine):
     name = engine.run("--restart", "on-failure:5", "busybox", "sh", "-c", "exit 1")
     engine.wait_for(name, lambda d: d["State"]["Restarting"] and d["RestartCount"] >= 2)
-    engine.kill_daemon()
+    engine.daemon.kill()
     engine.daemon.start()
     doc = engine.wait_for(name, lambda d: d["RestartCount"] == 5
                           and d["State"]["Status"] == "exited")

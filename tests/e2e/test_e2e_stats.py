@@ -15,7 +15,8 @@ import subprocess
 import time
 
 import pytest
-from daemon_fixture import DOCKER, Daemon, busybox_rootfs_tar
+from daemon_fixture import DOCKER, busybox_daemon
+from daemon_fixture import Engine as BaseEngine
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
@@ -23,18 +24,7 @@ UNITS = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40,
          "kB": 1000, "MB": 1000**2, "GB": 1000**3, "TB": 1000**4}
 
 
-class Engine:
-    def __init__(self, daemon: Daemon):
-        self.daemon = daemon
-
-    def docker(self, *args: str, timeout: float = 60, check: bool = True):
-        result = subprocess.run([DOCKER, *args], capture_output=True, text=True,
-                                timeout=timeout, env=self.daemon.env())
-        if check and result.returncode != 0:
-            raise AssertionError(f"docker {' '.join(args)} failed ({result.returncode}):\n"
-                                 f"{result.stdout}\n{result.stderr}\n{self.daemon.log()}")
-        return result
-
+class Engine(BaseEngine):
     def run(self, *args: str) -> tuple[str, int]:
         name = "kbt-st-" + secrets.token_hex(4)
         self.docker("run", "-d", "--name", name, "--network", "none", *args)
@@ -57,17 +47,8 @@ class Engine:
 
 @pytest.fixture(scope="module")
 def engine():
-    daemon = Daemon().start()
-    eng = Engine(daemon)
-    try:
-        tar = busybox_rootfs_tar(str(daemon.base / "busybox.tar"))
-        eng.docker("import", "--change", 'CMD ["sh"]', tar, "busybox:latest")
-        yield eng
-        ids = eng.docker("ps", "-aq").stdout.split()
-        if ids:
-            eng.docker("rm", "-f", *ids, timeout=120)
-    finally:
-        daemon.stop()
+    with busybox_daemon() as daemon:
+        yield Engine(daemon)
 
 
 def size(text: str) -> float:
