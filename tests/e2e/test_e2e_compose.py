@@ -12,7 +12,7 @@ import time
 import urllib.request
 
 import pytest
-from daemon_fixture import Daemon, busybox_rootfs_tar
+from daemon_fixture import Daemon
 from test_e2e_network import free_port, kernel_state
 
 COMPOSE = shutil.which("docker-compose")
@@ -51,8 +51,7 @@ def test_two_service_project(tmp_path):
         return proc
 
     try:
-        tar = busybox_rootfs_tar(str(daemon.base / "busybox.tar"))
-        daemon.docker("import", "--change", 'CMD ["sh"]', tar, "busybox:latest")
+        daemon.import_busybox()
         compose("up", "-d")
         for _ in range(100):
             state = daemon.docker("inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}",

@@ -9,7 +9,7 @@ import subprocess
 import time
 
 import pytest
-from daemon_fixture import KOBAKO, busybox_rootfs_tar
+from daemon_fixture import KOBAKO
 
 
 def _spawn(kobakod, *args: str) -> tuple[subprocess.Popen, int]:
@@ -38,8 +38,7 @@ def _read_until(master: int, needle: bytes, timeout: float = 20) -> bytes:
 
 @pytest.fixture
 def image(kobakod):
-    tar = busybox_rootfs_tar(str(kobakod.base / "bb.tar"))
-    kobakod.docker("import", "--change", 'CMD ["sh"]', tar, "kbk-e2e-tty:1")
+    kobakod.import_busybox("kbk-e2e-tty:1")
     return "kbk-e2e-tty:1"
 
 

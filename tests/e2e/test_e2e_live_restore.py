@@ -2,41 +2,23 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import time
 
 import pytest
-from daemon_fixture import DOCKER, Daemon, busybox_rootfs_tar
+from daemon_fixture import Daemon, busybox_daemon
 
 
-def docker(daemon: Daemon, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([DOCKER, *args], capture_output=True, text=True, timeout=120,
-                            env=daemon.env())
-    if check and result.returncode != 0:
-        raise AssertionError(f"docker {' '.join(args)}: {result.stderr}\n{daemon.log()}")
-    return result
+def docker(daemon: Daemon, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return daemon.run(*args, check=check, timeout=120)
 
 
 @pytest.fixture
 def daemon():
-    d = Daemon().start()
-    try:
-        tar = busybox_rootfs_tar(str(d.base / "busybox.tar"))
-        docker(d, "import", "--change", 'CMD ["sh"]', tar, "busybox:latest")
+    with busybox_daemon() as d:
         yield d
-        if d.proc is not None and d.proc.poll() is None:
-            ids = docker(d, "ps", "-aq").stdout.split()
-            if ids:
-                docker(d, "rm", "-f", *ids)
-    finally:
-        d.stop()
-
-
-def inspect(daemon: Daemon, name: str) -> dict:
-    return json.loads(docker(daemon, "inspect", name).stdout)[0]
 
 
 def test_containers_survive_sigkill_of_the_daemon(daemon):
@@ -48,17 +30,16 @@ def test_containers_survive_sigkill_of_the_daemon(daemon):
         docker(daemon, "run", "-d", "--name", name, "busybox", "sh", "-c", command)
     docker(daemon, "run", "-d", "--name", "kbt-live-exit", "busybox", "sh", "-c",
            "sleep 1; exit 42")
-    pids = {name: inspect(daemon, name)["State"]["Pid"] for name in names}
+    pids = {name: daemon.inspect(name)["State"]["Pid"] for name in names}
 
-    os.kill(daemon.proc.pid, signal.SIGKILL)
-    daemon.proc.wait()
+    daemon.kill()
     time.sleep(2)  # kbt-live-exit ends while the daemon is away
     daemon.start()
 
     for name in names:
-        state = inspect(daemon, name)["State"]
+        state = daemon.inspect(name)["State"]
         assert state["Running"] and state["Pid"] == pids[name], name
-    exited = inspect(daemon, "kbt-live-exit")["State"]
+    exited = daemon.inspect("kbt-live-exit")["State"]
     assert exited["Status"] == "exited" and exited["ExitCode"] == 42
     assert exited["FinishedAt"] > exited["StartedAt"]
 
@@ -70,19 +51,19 @@ def test_containers_survive_sigkill_of_the_daemon(daemon):
 
     assert docker(daemon, "exec", names[1], "echo", "still here").stdout == "still here\n"
     docker(daemon, "stop", "-t", "1", names[1])
-    assert inspect(daemon, names[1])["State"]["Running"] is False
+    assert daemon.inspect(names[1])["State"]["Running"] is False
 
 
 def test_a_killed_monitor_is_noticed(daemon):
     docker(daemon, "run", "-d", "--name", "kbt-orphan", "busybox", "sleep", "1000")
-    pid = inspect(daemon, "kbt-orphan")["State"]["Pid"]
+    pid = daemon.inspect("kbt-orphan")["State"]["Pid"]
     with open(f"/proc/{pid}/status") as f:
         monitor = int(next(line for line in f if line.startswith("PPid:")).split()[1])
     with open(f"/proc/{monitor}/comm") as f:
         assert f.read().strip() == "kobako-monitor"
     os.kill(monitor, signal.SIGKILL)
     deadline = time.monotonic() + 20
-    while inspect(daemon, "kbt-orphan")["State"]["Running"]:
+    while daemon.inspect("kbt-orphan")["State"]["Running"]:
         assert time.monotonic() < deadline, "the engine never noticed its monitor died"
         time.sleep(0.2)
     assert not os.path.exists(f"/proc/{pid}")  # and the container is really gone

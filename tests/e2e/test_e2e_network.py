@@ -15,9 +15,10 @@ import socket
 import subprocess
 import time
 import urllib.request
+from collections.abc import Iterator
 
 import pytest
-from daemon_fixture import Daemon, busybox_rootfs_tar
+from daemon_fixture import Daemon, busybox_daemon
 
 
 def _routes() -> list[ipaddress.IPv4Network]:
@@ -58,20 +59,19 @@ def kernel_state(daemon: Daemon) -> dict:
     return {"veths": veths, "netns": files}
 
 
-@pytest.fixture(scope="module")
-def engine():
-    daemon = Daemon().start()
-    try:
-        tar = busybox_rootfs_tar(str(daemon.base / "busybox.tar"))
-        daemon.docker("import", "--change", 'CMD ["sh"]', tar, "busybox:latest")
+def network_engine() -> Iterator[Daemon]:
+    """A busybox daemon; at its end every container and network is removed and no veth
+    or netns of it may be left (the `engine` fixture of the network modules)."""
+    with busybox_daemon() as daemon:
         yield daemon
-        ids = daemon.docker("ps", "-aq").stdout.split()
-        if ids:
-            daemon.docker("rm", "-f", *[i.decode() for i in ids], check=False)
+        daemon.remove_all_containers()
         daemon.docker("network", "prune", "-f", check=False)
         assert kernel_state(daemon) == {"veths": [], "netns": []}
-    finally:
-        daemon.stop()
+
+
+@pytest.fixture(scope="module")
+def engine():
+    yield from network_engine()
 
 
 def run(engine: Daemon, *args: str, check: bool = True) -> str:

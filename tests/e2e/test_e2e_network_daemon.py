@@ -20,8 +20,8 @@ import time
 import urllib.request
 
 import pytest
-from daemon_fixture import Daemon, busybox_rootfs_tar
-from test_e2e_network import free_port, free_subnet
+from daemon_fixture import Daemon
+from test_e2e_network import free_port, free_subnet, run
 
 dnslib_server = pytest.importorskip("dnslib.server")
 from dnslib import QTYPE, RR, A  # noqa: E402
@@ -93,15 +93,6 @@ def kobako_objects(daemon: Daemon) -> dict:
             "endpoints": rows}
 
 
-def _import_busybox(daemon: Daemon) -> None:
-    tar = busybox_rootfs_tar(str(daemon.base / "busybox.tar"))
-    daemon.docker("import", "--change", 'CMD ["sh"]', tar, "busybox:latest")
-
-
-def run(daemon: Daemon, *args: str, check: bool = True) -> str:
-    return daemon.docker(*args, check=check).stdout.decode().strip()
-
-
 def test_dns_forwarded_to_host_resolvers_and_to_dns_option(tmp_path):
     host_srv, host_res, host_ip = start_resolver("kbd-host.test", "10.123.251.7")
     opt_srv, opt_res, opt_ip = start_resolver("kbd-opt.test", "10.123.251.8")
@@ -109,7 +100,7 @@ def test_dns_forwarded_to_host_resolvers_and_to_dns_option(tmp_path):
     resolv.write_text(f"# the fake host resolver\nnameserver {host_ip}\nsearch kbd.test\n")
     daemon = Daemon(extra_env={"KOBAKO_RESOLV_CONF": str(resolv)}).start()
     try:
-        _import_busybox(daemon)
+        daemon.import_busybox()
         run(daemon, "network", "create", "--subnet", free_subnet(100), "kbd-net")
         run(daemon, "run", "-d", "--name", "kbd-peer", "--network", "kbd-net", "busybox",
             "sleep", "300")
@@ -158,7 +149,7 @@ def _published(port: int, tries: int = 40) -> str:
 
 def test_nothing_left_after_sigkilled_daemon():
     daemon = Daemon().start()
-    _import_busybox(daemon)
+    daemon.import_busybox()
     ports = [free_port(), free_port()]
     names = ["kbd-c0", "kbd-c1", "kbd-c2"]
     try:
@@ -178,8 +169,7 @@ def test_nothing_left_after_sigkilled_daemon():
         assert len(running["netns"]) == 3 and running["endpoints"] == 4
 
         # 1. SIGKILL the daemon: the containers live on, and so does their network
-        os.kill(daemon.proc.pid, signal.SIGKILL)
-        daemon.proc.wait(10)
+        daemon.kill()
         assert kobako_objects(daemon) == running
         daemon.start()
         assert _published(ports[0]) == "kbd-c0"
@@ -188,8 +178,7 @@ def test_nothing_left_after_sigkilled_daemon():
 
         # 2. SIGKILL the daemon, then the containers' processes behind its back
         pids = [int(run(daemon, "inspect", "-f", "{{.State.Pid}}", n)) for n in names]
-        os.kill(daemon.proc.pid, signal.SIGKILL)
-        daemon.proc.wait(10)
+        daemon.kill()
         for pid in pids:
             os.kill(pid, signal.SIGKILL)
         for pid in pids:

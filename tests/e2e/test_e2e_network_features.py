@@ -17,8 +17,8 @@ import time
 import urllib.request
 
 import pytest
-from daemon_fixture import Daemon, busybox_rootfs_tar
-from test_e2e_network import free_port, free_subnet, kernel_state, wait_http
+from daemon_fixture import Daemon
+from test_e2e_network import free_port, free_subnet, kernel_state, network_engine, run, wait_http
 
 HTTPD = "mkdir -p /www && echo {text} > /www/index.html && httpd -f -p {port} -h /www"
 # a UDP echo server from the host's python, run chrooted (busybox has no UDP listener)
@@ -29,22 +29,7 @@ UDP_ECHO = ("import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 
 @pytest.fixture(scope="module")
 def engine():
-    daemon = Daemon().start()
-    try:
-        tar = busybox_rootfs_tar(str(daemon.base / "busybox.tar"))
-        daemon.docker("import", "--change", 'CMD ["sh"]', tar, "busybox:latest")
-        yield daemon
-        ids = daemon.docker("ps", "-aq").stdout.split()
-        if ids:
-            daemon.docker("rm", "-f", *[i.decode() for i in ids], check=False)
-        daemon.docker("network", "prune", "-f", check=False)
-        assert kernel_state(daemon) == {"veths": [], "netns": []}
-    finally:
-        daemon.stop()
-
-
-def run(engine: Daemon, *args: str, check: bool = True) -> str:
-    return engine.docker(*args, check=check).stdout.decode().strip()
+    yield from network_engine()
 
 
 def http_get(url: str, tries: int = 40) -> str:

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import docker
 import pytest
-from daemon_fixture import busybox_rootfs_tar
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 from registry_fixtures import REGISTRY_BIN, Registry, htpasswd_auth  # noqa: E402
@@ -31,8 +30,7 @@ def auth_registry(kobakod):
 
 
 def _imported(kobakod, ref: str) -> str:
-    tar = busybox_rootfs_tar(str(kobakod.base / "bb.tar"))
-    return kobakod.docker("import", "--change", 'CMD ["sh"]', tar, ref).stdout.decode().strip()
+    return kobakod.import_busybox(ref)
 
 
 def test_docker_push_rmi_pull_round_trip(kobakod, docker_cli, registry):
