@@ -7,17 +7,28 @@ import pty
 import select
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from daemon_fixture import KOBAKO
 
 
-def _spawn(kobakod, *args: str) -> tuple[subprocess.Popen, int]:
+@contextmanager
+def _spawn(kobakod, *args: str) -> Iterator[tuple[subprocess.Popen, int]]:
+    """`kobako *args` on a new pty: the process and the pty's master end, both ended
+    and closed at the end of the block."""
     master, slave = pty.openpty()
     proc = subprocess.Popen([KOBAKO, *args], stdin=slave, stdout=slave, stderr=slave,
                             env=kobakod.env(), start_new_session=True)
     os.close(slave)
-    return proc, master
+    try:
+        yield proc, master
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
 
 
 def _read_until(master: int, needle: bytes, timeout: float = 20) -> bytes:
@@ -43,39 +54,27 @@ def image(kobakod):
 
 
 def test_run_it_through_a_pty(kobakod, image):
-    proc, master = _spawn(kobakod, "run", "-it", "--rm", image, "sh")
-    try:
+    with _spawn(kobakod, "run", "-it", "--rm", image, "sh") as (proc, master):
         assert b"#" in _read_until(master, b"#")  # the shell's prompt
         os.write(master, b"echo $((6*7)); tty\r")
         out = _read_until(master, b"/dev/pts/")
         assert b"42" in out and b"/dev/pts/" in out
         os.write(master, b"exit 5\r")
         assert proc.wait(20) == 5
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        os.close(master)
 
 
 def test_exec_it_and_detach_keys(kobakod, image):
     cid = kobakod.kobako("run", "-dit", "--name", "kbk-e2e-tty-c", image, "sh").stdout
     cid = cid.decode().strip()
     try:
-        proc, master = _spawn(kobakod, "exec", "-it", "kbk-e2e-tty-c", "sh")
-        try:
+        with _spawn(kobakod, "exec", "-it", "kbk-e2e-tty-c", "sh") as (proc, master):
             assert b"#" in _read_until(master, b"#")
             os.write(master, b"echo exec-$((1+1))\r")
             assert b"exec-2" in _read_until(master, b"exec-2")
             os.write(master, b"exit 0\r")
             assert proc.wait(20) == 0
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            os.close(master)
-        proc, master = _spawn(kobakod, "attach", "--detach-keys", "ctrl-x", "kbk-e2e-tty-c")
-        try:
+        with _spawn(kobakod, "attach", "--detach-keys", "ctrl-x",
+                    "kbk-e2e-tty-c") as (proc, master):
             # attach replays nothing: typing before it is connected would be lost, so
             # poke the shell until a prompt comes back through the attachment
             deadline = time.monotonic() + 20
@@ -86,11 +85,6 @@ def test_exec_it_and_detach_keys(kobakod, image):
             assert b"attached-4" in _read_until(master, b"attached-4")
             os.write(master, b"\x18")  # ctrl-x: detach, the container keeps running
             assert proc.wait(20) == 0
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            os.close(master)
         state = kobakod.kobako("inspect", "-f", "{{.State.Running}}", cid).stdout
         assert state == b"true\n"
     finally:

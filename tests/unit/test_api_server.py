@@ -225,6 +225,14 @@ async def _read_frames(reader: asyncio.StreamReader, until: bytes, timeout: floa
     return frames
 
 
+async def _read_to_eof(reader: asyncio.StreamReader, timeout: float = 5.0) -> bytes:
+    """Everything until the server closes (each read within `timeout`)."""
+    buf = b""
+    while chunk := await asyncio.wait_for(reader.read(4096), timeout):
+        buf += chunk
+    return buf
+
+
 def test_attach_upgrade_tcp_half_close_keeps_output():
     ctx, fake = with_fake()
 
@@ -241,12 +249,7 @@ def test_attach_upgrade_tcp_half_close_keeps_output():
         frames = await _read_frames(reader, b"got:ping")
         assert (1, b"hello\n") in frames
         writer.write_eof()  # CloseWrite, as the docker CLI does when stdin ends
-        rest = b""
-        while True:
-            chunk = await asyncio.wait_for(reader.read(4096), 5)
-            if not chunk:
-                break
-            rest += chunk
+        rest = await _read_to_eof(reader)
         frames, _ = parse_frames(rest)
         assert (2, b"bye\n") in frames  # output still flowed after the half-close
         assert fake.stdin_closed.is_set()
@@ -269,12 +272,7 @@ def test_attach_raw_hijack_without_upgrade_and_detach_keys():
         assert got == b"hello\n"  # tty: raw, no frame header
         writer.write(b"ab\x18")  # "ab" then ctrl-x
         await writer.drain()
-        rest = b""
-        while True:
-            chunk = await asyncio.wait_for(reader.read(4096), 5)
-            if not chunk:
-                break
-            rest += chunk
+        await _read_to_eof(reader)  # the detach ends the hijacked connection
         assert fake.detached
         assert bytes(fake.stdin) == b"ab"
         writer.close()
