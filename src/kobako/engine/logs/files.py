@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import time
 from dataclasses import dataclass
 
 _MAX_SNAPSHOT_TRIES = 50
@@ -104,6 +105,8 @@ def open_chain(path: str, *, with_rotated: bool = True) -> list[OpenLogFile]:
                 return files
         for f in files:
             f.close()
+        # the monitor is in the middle of a rotation: let it finish its renames
+        time.sleep(0.001)
     raise OSError(errno.EAGAIN, f"log files of {path} keep changing while being opened")
 
 
