@@ -17,7 +17,7 @@ from kobako.linux import syscalls as sc
 from . import foreground
 from .container import Runtime, _reap, _write_atomic
 from .errors import BadState, ConfigError, RuntimeFailure
-from .init import ChildFailed, recv, run_child, send, use_stdio
+from .init import ChildFailed, fork_stage2, recv, run_child, send, use_stdio
 from .namespaces import JOIN_ORDER, NAMESPACES
 from .state import CREATED, PAUSED, RUNNING, ContainerState
 
@@ -189,11 +189,7 @@ def _exec_stage1(ctx: ExecContext) -> None:
     for kind, fd in fds:
         sys.setns(fd, NAMESPACES[kind][0])
         os.close(fd)
-    pid = os.fork()
-    if pid:
-        send(ctx.sock, "child", pid=pid)
-        os._exit(0)
-    run_child(_exec_stage2, ctx.sock, ctx)
+    fork_stage2(ctx.sock, _exec_stage2, ctx)
 
 
 def _exec_stage2(ctx: ExecContext) -> None:

@@ -143,11 +143,17 @@ def stage1(ctx: InitContext) -> None:
         write_time_offsets(offsets)
         if userns:
             sys.prctl(sc.PR_SET_DUMPABLE, 0)
+    fork_stage2(ctx.sock, stage2, ctx)
+
+
+def fork_stage2(sock: socket.socket, body, ctx) -> None:
+    """Stage 1's end: fork the child that lives in the namespaces (new pid and time
+    namespaces apply only to children), tell the runtime its pid, and go."""
     pid = os.fork()
     if pid:
-        send(ctx.sock, "child", pid=pid)
+        send(sock, "child", pid=pid)
         os._exit(0)
-    run_child(stage2, ctx.sock, ctx)
+    run_child(body, sock, ctx)
 
 
 def stage2(ctx: InitContext) -> None:
