@@ -24,6 +24,16 @@ import time
 from collections.abc import Mapping
 
 from kobako.engine import monitor_link
+from kobako.engine.container_docs import (
+    ZERO_TIME,
+    host_config_defaults,
+    human_status,
+    label_matches,
+    network_settings,
+    parse_time,
+    summary_ports,
+)
+from kobako.engine.container_storage import StorageOperations
 from kobako.engine.container_store import ContainerStore
 from kobako.engine.errors import (
     Conflict,
@@ -34,12 +44,10 @@ from kobako.engine.errors import (
 )
 from kobako.engine.monitor import EXIT_FILE, MONITOR_FILE, now_rfc3339
 from kobako.engine.restart import RestartPolicy, next_delay
-from kobako.units import human_duration
 
 log = logging.getLogger("kobakod.containers")
 
 _NAME = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
-ZERO_TIME = "0001-01-01T00:00:00Z"
 
 
 class Container:
@@ -109,7 +117,7 @@ class Lifecycle:
             )
 
 
-class ContainerService:
+class ContainerService(StorageOperations):
     def __init__(self, *, data_root: str, exec_root: str, events, images, conn, zygote,
                  log_defaults: dict | None = None):
         self.data_root = data_root
@@ -361,12 +369,12 @@ class ContainerService:
             "ProcessLabel": "",
             "AppArmorProfile": "",
             "ExecIDs": None,
-            "HostConfig": _host_config_defaults(host_config),
+            "HostConfig": host_config_defaults(host_config),
             "GraphDriver": {"Name": getattr(self.images, "driver", "overlay2"),
                             "Data": {"MergedDir": spec.target, "UpperDir": spec.upper or ""}},
             "Mounts": [],
             "Config": merged_config,
-            "NetworkSettings": _network_settings(host_config),
+            "NetworkSettings": network_settings(host_config),
             "Kobako": {"rootfs": dataclasses.asdict(spec)},
         }
         try:
@@ -937,7 +945,7 @@ class ContainerService:
             if key == "exited" and (c.running or c.state["Status"] != "exited"
                                     or str(c.state["ExitCode"]) not in values):
                 return False
-            if key == "label" and not all(_label_matches(c.doc["Config"].get("Labels") or {}, v)
+            if key == "label" and not all(label_matches(c.doc["Config"].get("Labels") or {}, v)
                                           for v in values):
                 return False
             if key == "ancestor" and not any(self._ancestor(c, v) for v in values):
@@ -966,11 +974,11 @@ class ContainerService:
             "Image": c.doc["Config"].get("Image", ""),
             "ImageID": c.doc["Image"],
             "Command": command,
-            "Created": int(_parse_time(c.doc["Created"])),
-            "Ports": _summary_ports(c.doc),
+            "Created": int(parse_time(c.doc["Created"])),
+            "Ports": summary_ports(c.doc),
             "Labels": c.doc["Config"].get("Labels") or {},
             "State": c.state["Status"],
-            "Status": _human_status(c.state),
+            "Status": human_status(c.state),
             "HostConfig": {"NetworkMode": c.doc["HostConfig"].get("NetworkMode", "default")},
             "NetworkSettings": {"Networks": c.doc["NetworkSettings"].get("Networks", {})},
             "Mounts": c.doc.get("Mounts") or [],
@@ -1012,14 +1020,14 @@ class ContainerService:
             if c.running:
                 continue
             labels = c.doc["Config"].get("Labels") or {}
-            if not all(_label_matches(labels, v) for v in (filters or {}).get("label", [])):
+            if not all(label_matches(labels, v) for v in (filters or {}).get("label", [])):
                 continue
             until = (filters or {}).get("until")
             if until:
                 from kobako.engine.events import parse_timestamp
 
                 limit = parse_timestamp(until[0])
-                if limit is not None and _parse_time(c.doc["Created"]) > limit:
+                if limit is not None and parse_time(c.doc["Created"]) > limit:
                     continue
             await self.remove(c.id, force=False, volumes=False, link=False)
             deleted.append(c.id)
@@ -1151,197 +1159,6 @@ class ContainerService:
         attrs.update(extra or {})
         self.events.publish("container", action, c.id, attrs)
 
-    # -- storage (volumes helper) ---------------------------------------------------------
-    # cp (archive stat/get/put), changes, export, commit and update; the work itself is
-    # in kobako.engine.archive / changes and the image library.
-
-    _UPDATABLE = ("CpuShares", "Memory", "NanoCpus", "CpuPeriod", "CpuQuota", "CpusetCpus",
-                  "CpusetMems", "MemoryReservation", "MemorySwap", "BlkioWeight",
-                  "PidsLimit", "CpuRealtimePeriod", "CpuRealtimeRuntime", "OomKillDisable",
-                  "BlkioWeightDevice", "BlkioDeviceReadBps", "BlkioDeviceWriteBps",
-                  "BlkioDeviceReadIOps", "BlkioDeviceWriteIOps", "MemorySwappiness")
-    _IMAGE_CONFIG_KEYS = ("User", "ExposedPorts", "Env", "Cmd", "Entrypoint", "Volumes",
-                          "WorkingDir", "Labels", "StopSignal", "Healthcheck", "OnBuild",
-                          "Shell", "ArgsEscaped")
-
-    async def _container_root(self, c: Container):
-        """A context manager giving an fd of the container's root, and whether it runs.
-
-        A stopped container gets a private view (rootfs, volumes and binds mounted in a
-        mount namespace of its own); its lock is held so it cannot start meanwhile.
-        """
-        from contextlib import asynccontextmanager
-
-        from kobako.engine import archive
-        from kobako.image.snapshots import MountSpec
-
-        @asynccontextmanager
-        async def opened():
-            async with c.lock:
-                if c.running:
-                    pid = c.state["Pid"]
-                    with archive.running_root(pid) as fd:
-                        if not c.running or c.state["Pid"] != pid:
-                            raise Conflict(f"Container {c.id} stopped while being read")
-                        yield fd
-                    return
-                mounts = [archive.ViewMount(m["Destination"], m["Source"], not m.get("RW", True))
-                          for m in c.doc.get("Mounts") or []
-                          if m.get("Type") in ("volume", "bind") and m.get("Source")
-                          and os.path.exists(m["Source"])]
-                spec = MountSpec(**c.private["rootfs"])
-                readonly = bool(c.doc["HostConfig"].get("ReadonlyRootfs"))
-                manager = archive.stopped_root(spec, mounts, readonly)
-                fd = await asyncio.to_thread(manager.__enter__)
-                try:
-                    yield fd
-                finally:
-                    await asyncio.to_thread(manager.__exit__, None, None, None)
-
-        return opened()
-
-    async def archive_stat(self, ref: str, path: str) -> dict:
-        from kobako.engine import archive
-
-        c = self.get(ref)
-        if not path:
-            raise InvalidParameter("path is required")
-        async with await self._container_root(c) as fd:
-            return (await asyncio.to_thread(archive.stat_path, fd, path, ref)).to_json()
-
-    async def archive_get(self, ref: str, path: str):
-        """(stat document, async iterator of the tar's bytes)."""
-        from kobako.engine import archive
-
-        c = self.get(ref)
-        if not path:
-            raise InvalidParameter("path is required")
-        opened = await self._container_root(c)
-        fd = await opened.__aenter__()
-        try:
-            def work(out, ready) -> None:
-                ready(archive.stat_path(fd, path, ref).to_json())
-                archive.write_tar(fd, path, out, ref)
-
-            head, chunks = await archive.thread_stream(work)
-        except BaseException:
-            await opened.__aexit__(None, None, None)
-            raise
-
-        async def stream():
-            try:
-                async for chunk in chunks:
-                    yield chunk
-            finally:
-                await chunks.aclose()
-                await opened.__aexit__(None, None, None)
-
-        return head, stream()
-
-    async def archive_put(self, ref: str, path: str, body, *, no_overwrite_dir_non_dir: bool,
-                          copy_uid_gid: bool) -> None:
-        """Extract the tar `body` (a blocking file-like) into the directory `path`."""
-        from kobako.engine import archive
-        from kobako.engine.users import resolve_user
-
-        c = self.get(ref)
-        if not path:
-            raise InvalidParameter("path is required")
-        readonly = bool(c.doc["HostConfig"].get("ReadonlyRootfs"))
-        message = "container rootfs is marked read-only" if readonly else ""
-
-        def work(fd: int) -> None:
-            owner = None
-            if copy_uid_gid:
-                uid, gid, _ = resolve_user(f"/proc/self/fd/{fd}", c.doc["Config"].get("User"))
-                owner = (uid, gid)
-            archive.extract_tar(fd, path, body, ref, owner=owner, read_only_message=message,
-                                no_overwrite_dir_non_dir=no_overwrite_dir_non_dir)
-
-        async with await self._container_root(c) as fd:
-            await asyncio.to_thread(work, fd)
-        self._event(c, "extract-to-dir")
-
-    async def changes(self, ref: str) -> list[dict]:
-        from kobako.engine.changes import container_changes
-
-        c = self.get(ref)
-        return await asyncio.to_thread(container_changes, self.images, c.id)
-
-    async def export(self, ref: str):
-        from kobako.engine import archive
-
-        c = self.get(ref)
-
-        def work(out, ready) -> None:
-            ready(None)
-            self.images.export(c.id, out)
-
-        _, chunks = await archive.thread_stream(work)
-        self._event(c, "export")
-        return chunks
-
-    async def commit(self, ref: str, *, reference: str | None, changes: list[str],
-                     config: dict | None, comment: str, author: str, pause: bool) -> dict:
-        c = self.get(ref)
-        # Docker's commit: the request's Config, its empty fields filled from the container's
-        base = c.doc["Config"]
-        merged = {k: v for k, v in (config or {}).items() if v not in (None, "", [], {})}
-        image_config = {k: merged.get(k, base.get(k)) for k in self._IMAGE_CONFIG_KEYS
-                        if merged.get(k, base.get(k)) is not None}
-        paused_here = pause and c.running and not c.state.get("Paused")
-        if paused_here:
-            await asyncio.to_thread(self._runtime().pause, c.id)
-        try:
-            image_id = await asyncio.to_thread(
-                lambda: self.images.commit(c.id, reference=reference, changes=changes,
-                                           config=image_config, comment=comment,
-                                           author=author, container_config=c.doc["Config"]))
-        except ValueError as err:
-            raise InvalidParameter(str(err)) from None
-        finally:
-            if paused_here:
-                await asyncio.to_thread(self._runtime().resume, c.id)
-        self._event(c, "commit", {"comment": comment, "imageID": image_id,
-                                  "imageRef": reference or ""})
-        return {"Id": image_id}
-
-    async def update(self, ref: str, update: dict) -> dict:
-        from kobako.engine import oci_spec
-
-        c = self.get(ref)
-        hc = c.doc["HostConfig"]
-        update = {k: v for k, v in (update or {}).items() if v is not None}
-        policy = update.pop("RestartPolicy", None)
-        if policy is not None and policy.get("Name") is not None:
-            if hc.get("AutoRemove") and policy.get("Name") not in ("", "no"):
-                raise InvalidParameter("Restart policy cannot be updated because AutoRemove "
-                                       "is enabled for the container")
-            self._check_host_config({"RestartPolicy": policy})
-        memory, swap = update.get("Memory") or 0, update.get("MemorySwap") or 0
-        if memory and not swap and 0 < (hc.get("MemorySwap") or 0) < memory:
-            raise Conflict("Conflicting options: Memory limit should be smaller than already "
-                           "set memoryswap limit, update the memoryswap at the same time")
-        resources = {k: v for k, v in update.items() if k in self._UPDATABLE}
-        merged = {**hc, **resources}
-        oci_spec.verify_host_config(merged, c.doc["Config"])
-        if c.running and resources:
-            from kobako.runtime.errors import RuntimeFailure
-
-            try:
-                await asyncio.to_thread(self._runtime().update, c.id,
-                                        oci_spec.resources(resources))
-            except (RuntimeFailure, OSError) as err:
-                raise EngineError(f"Cannot update container {c.id}: {err}") from None
-        hc.update(resources)
-        if policy is not None:
-            hc["RestartPolicy"] = {"Name": policy.get("Name") or "no",
-                                   "MaximumRetryCount": int(policy.get("MaximumRetryCount")
-                                                            or 0)}
-        self.store.update(c.doc)
-        self._event(c, "update")
-        return {"Warnings": []}
-
 
 # -- helpers ---------------------------------------------------------------------------
 
@@ -1420,109 +1237,3 @@ def _init_path(host_config: dict) -> str | None:
     if not path:
         raise InvalidParameter("--init needs tini (Debian package tini) on the host")
     return path
-
-
-def _host_config_defaults(host_config: dict) -> dict:
-    doc = {
-        "Binds": None, "ContainerIDFile": "", "LogConfig": {"Type": "json-file", "Config": {}},
-        "NetworkMode": "default", "PortBindings": {}, "RestartPolicy": {"Name": "no",
-                                                                      "MaximumRetryCount": 0},
-        "AutoRemove": False, "VolumeDriver": "", "VolumesFrom": None, "CapAdd": None,
-        "CapDrop": None, "CgroupnsMode": "host", "Dns": [], "DnsOptions": [], "DnsSearch": [],
-        "ExtraHosts": None, "GroupAdd": None, "IpcMode": "private", "Cgroup": "", "Links": None,
-        "OomScoreAdj": 0, "PidMode": "", "Privileged": False, "PublishAllPorts": False,
-        "ReadonlyRootfs": False, "SecurityOpt": None, "UTSMode": "", "UsernsMode": "",
-        "ShmSize": 67108864, "Runtime": "kobako-runtime", "Isolation": "", "CpuShares": 0,
-        "Memory": 0, "NanoCpus": 0, "CgroupParent": "", "BlkioWeight": 0,
-        "BlkioWeightDevice": [], "BlkioDeviceReadBps": [], "BlkioDeviceWriteBps": [],
-        "BlkioDeviceReadIOps": [], "BlkioDeviceWriteIOps": [], "CpuPeriod": 0, "CpuQuota": 0,
-        "CpuRealtimePeriod": 0, "CpuRealtimeRuntime": 0, "CpusetCpus": "", "CpusetMems": "",
-        "Devices": [], "DeviceCgroupRules": None, "DeviceRequests": None,
-        "MemoryReservation": 0, "MemorySwap": 0, "MemorySwappiness": None,
-        "OomKillDisable": False, "PidsLimit": None, "Ulimits": None, "CpuCount": 0,
-        "CpuPercent": 0, "IOMaximumIOps": 0, "IOMaximumBandwidth": 0,
-        "MaskedPaths": None, "ReadonlyPaths": None,
-    }
-    doc.update({k: v for k, v in host_config.items() if v is not None})
-    if not (doc.get("LogConfig") or {}).get("Type"):
-        doc["LogConfig"] = {"Type": "json-file", "Config": (doc.get("LogConfig") or {}).get(
-            "Config") or {}}
-    if doc.get("NetworkMode") in ("", None):
-        doc["NetworkMode"] = "default"
-    return doc
-
-
-def _network_settings(host_config: dict) -> dict:
-    mode = host_config.get("NetworkMode") or "default"
-    return {
-        "Bridge": "", "SandboxID": "", "SandboxKey": "", "Ports": {},
-        "HairpinMode": False, "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0,
-        "SecondaryIPAddresses": None, "SecondaryIPv6Addresses": None, "EndpointID": "",
-        "Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "IPAddress": "",
-        "IPPrefixLen": 0, "IPv6Gateway": "", "MacAddress": "",
-        "Networks": {} if mode.startswith("container:") else {
-            ("bridge" if mode == "default" else mode): {
-                "IPAMConfig": None, "Links": None, "Aliases": None, "NetworkID": "",
-                "EndpointID": "", "Gateway": "", "IPAddress": "", "IPPrefixLen": 0,
-                "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
-                "MacAddress": "", "DriverOpts": None,
-            }
-        },
-    }
-
-
-def _summary_ports(doc: dict) -> list[dict]:
-    """docker ps PORTS: published ports with their host side, exposed ones without."""
-    ports = []
-    published = (doc.get("NetworkSettings") or {}).get("Ports") or {}
-    for key in sorted(set(published) | set(doc["Config"].get("ExposedPorts") or {})):
-        port, _, proto = key.partition("/")
-        if not port.isdigit():
-            continue
-        entries = published.get(key) or []
-        for e in entries:
-            ports.append({"IP": e.get("HostIp") or "0.0.0.0", "PrivatePort": int(port),
-                          "PublicPort": int(e.get("HostPort") or 0), "Type": proto or "tcp"})
-        if not entries:
-            ports.append({"PrivatePort": int(port), "Type": proto or "tcp"})
-    return ports
-
-
-def _label_matches(labels: dict, spec: str) -> bool:
-    key, sep, value = spec.partition("=")
-    if key not in labels:
-        return False
-    return not sep or labels[key] == value
-
-
-def _parse_time(text: str) -> float:
-    import calendar
-
-    base, _, frac = text.rstrip("Z").partition(".")
-    try:
-        seconds = calendar.timegm(time.strptime(base, "%Y-%m-%dT%H:%M:%S"))
-    except ValueError:
-        return 0.0
-    return seconds + (float("0." + frac) if frac else 0.0)
-
-
-def _human_status(state: dict) -> str:
-    now = time.time()
-    if state.get("Restarting"):
-        return (f"Restarting ({state.get('ExitCode', 0)}) "
-                f"{human_duration(now - _parse_time(state['FinishedAt']))} ago")
-    if state.get("Running"):
-        up = f"Up {human_duration(now - _parse_time(state['StartedAt']))}"
-        if state.get("Paused"):
-            return up + " (Paused)"
-        health = (state.get("Health") or {}).get("Status")
-        if health == "starting":
-            return up + " (health: starting)"
-        return up + f" ({health})" if health else up
-    if state.get("Status") == "created":
-        return "Created"
-    if state.get("FinishedAt", ZERO_TIME) == ZERO_TIME:
-        return "Created"
-    ago = human_duration(now - _parse_time(state["FinishedAt"]))
-    return f"Exited ({state.get('ExitCode', 0)}) {ago} ago"
-
