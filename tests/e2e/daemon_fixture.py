@@ -194,7 +194,8 @@ class Daemon:
         found = self.mounts()
         runtime_root = self.exec_root / "runtime"
         if runtime_root.is_dir():
-            found += [str(p) for p in runtime_root.iterdir()]
+            # containers' state, not the runtime's cache of compiled seccomp filters
+            found += [str(p) for p in runtime_root.iterdir() if not p.name.startswith(".")]
         return found
 
 

@@ -197,9 +197,10 @@ class Runtime:
             return [json.loads(line) for line in f if line.strip()]
 
     def state_dirs(self) -> list[str]:
+        """Containers' state directories (not the runtime's cache of compiled filters)."""
         if not os.path.isdir(self.root):
             return []
-        return sorted(os.listdir(self.root))
+        return sorted(n for n in os.listdir(self.root) if not n.startswith("."))
 
 
 # a unified (v2) host; a v1 or hybrid one (as here) keeps controllers in their own hierarchies

@@ -487,7 +487,8 @@ def run_exec_monitor(params: dict, reply) -> None:
     child_fds, console, ours = _stdio(tty, params.get("open_stdin", False))
     def spawn() -> dict:
         state, status = runtime.status(params["id"])
-        return {"pid": spawn_exec(state, status, process, console=console, stdio=child_fds)}
+        return {"pid": spawn_exec(state, status, process, console=console, stdio=child_fds,
+                                  seccomp_cache=runtime.seccomp_cache)}
 
     try:
         pid = _in_child(spawn)["pid"]

@@ -289,6 +289,82 @@ def load(cfg: dict[str, Any]) -> None:
 
 
 # ---------------------------------------------------------------------------
+# compiled filters: libseccomp's program, built once per profile and then loaded as is
+
+
+class CompiledFilter:
+    """The BPF program libseccomp generated for a profile, and the seccomp(2) flags it is
+    loaded with. Building and compiling a profile like Docker's takes ~12 ms; a container
+    start or an exec only needs the result."""
+
+    def __init__(self, program: bytes, flags: int):
+        self.program = program
+        self.flags = flags
+
+
+def compile_filter(cfg: dict[str, Any], cache_dir: str | None = None) -> CompiledFilter:
+    """libseccomp's program for `cfg` (seccomp_export_bpf), cached in `cache_dir` by
+    content, libseccomp version and machine."""
+    import hashlib
+    import json
+
+    flags = 0
+    for name in cfg.get("flags") or []:
+        flags |= FLAGS.get(name, 0)
+    key = hashlib.sha256(json.dumps(
+        [cfg, _libseccomp_id(), os.uname().machine], sort_keys=True).encode()).hexdigest()
+    cached = os.path.join(cache_dir, key + ".bpf") if cache_dir else None
+    if cached:
+        try:
+            with open(cached, "rb") as f:
+                return CompiledFilter(f.read(), flags)
+        except FileNotFoundError:
+            pass
+    filt = build(cfg)
+    fd = os.memfd_create("kobako-seccomp", os.MFD_CLOEXEC)
+    try:
+        with os.fdopen(os.dup(fd), "wb") as out:
+            filt.export_bpf(out)
+        program = os.pread(fd, os.fstat(fd).st_size, 0)
+    finally:
+        os.close(fd)
+    if cached:
+        os.makedirs(cache_dir, mode=0o700, exist_ok=True)
+        tmp = f"{cached}.{os.getpid()}.tmp"
+        with open(tmp, "wb") as f:
+            f.write(program)
+        os.rename(tmp, cached)
+    return CompiledFilter(program, flags)
+
+
+class _SockFilter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8),
+                ("k", ctypes.c_uint32)]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter))]
+
+
+def load_compiled(compiled: CompiledFilter) -> None:
+    """Install a compiled filter in the calling process, as seccomp_load would."""
+    count = len(compiled.program) // ctypes.sizeof(_SockFilter)
+    program = (_SockFilter * count).from_buffer_copy(compiled.program)
+    prog = _SockFprog(count, program)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    rc = libc.syscall(ctypes.c_long(_SYS_SECCOMP[os.uname().machine]),
+                      ctypes.c_uint(_SECCOMP_SET_MODE_FILTER), ctypes.c_uint(compiled.flags),
+                      ctypes.byref(prog))
+    if rc < 0:
+        raise SeccompError(f"seccomp(SET_MODE_FILTER): {os.strerror(ctypes.get_errno())}")
+
+
+def _libseccomp_id() -> str:
+    return libseccomp_version() or ""
+
+
+# ---------------------------------------------------------------------------
 # what this host supports (for `features`)
 
 
@@ -307,12 +383,10 @@ class _Version(ctypes.Structure):
 
 def libseccomp_version() -> str | None:
     """libseccomp's version ("2.5.4"), None without libseccomp."""
-    import ctypes.util  # lazy: it imports subprocess
-
-    path = ctypes.util.find_library("seccomp")
-    if path is None:
+    try:
+        lib = _import()._libseccomp  # the library pyseccomp loaded
+    except (SeccompError, AttributeError):
         return None
-    lib = ctypes.CDLL(path)
     lib.seccomp_version.restype = ctypes.POINTER(_Version)
     v = lib.seccomp_version().contents
     return f"{v.major}.{v.minor}.{v.micro}"

@@ -60,6 +60,7 @@ class Runtime:
     def __init__(self, root: str, systemd_cgroup: bool = False, log=None):
         self.root = root
         self.systemd_cgroup = systemd_cgroup
+        self.seccomp_cache = os.path.join(root, ".seccomp")  # compiled filters
         self.log = log
 
     def dir(self, container_id: str) -> StateDir:
@@ -150,7 +151,8 @@ class Runtime:
         from .process import preload, sealed_stub
 
         config = state.config
-        preload(config.get("process") or {}, (config.get("linux") or {}).get("seccomp"))
+        seccomp_filter = preload(config.get("process") or {},
+                                 (config.get("linux") or {}).get("seccomp"), self.seccomp_cache)
         if hooks.has_hooks(config, "startContainer"):
             import subprocess  # noqa: F401 - the init runs these hooks after pivot_root
         stub_fd = sealed_stub()
@@ -160,7 +162,7 @@ class Runtime:
             config=config, rootfs=state.rootfs, bundle=state.bundle, plan=plan, sock=child,
             fifo_fd=fifo_fd, stub_fd=stub_fd, cgroup_paths=mgr.paths, console=console,
             no_pivot=no_pivot, no_new_keyring=no_new_keyring, preserve_fds=preserve_fds,
-            container_id=state.id, stdio=stdio,
+            container_id=state.id, stdio=stdio, seccomp_filter=seccomp_filter,
         )
         try:
             pid = os.fork()

@@ -25,7 +25,7 @@ from .state import CREATED, PAUSED, RUNNING, ContainerState
 class ExecContext:
     """What the forked stages of exec need; nothing can be imported once inside."""
 
-    def __init__(self, *, process: dict, seccomp: dict | None, ns_paths: list[tuple[str, str]],
+    def __init__(self, *, process: dict, seccomp, ns_paths: list[tuple[str, str]],
                  sock: socket.socket, stub_fd: int, console: socket.socket | None,
                  preserve_fds: int, stdio: tuple[int, int, int] | None = None):
         self.process = process
@@ -104,7 +104,7 @@ def exec_process(runtime: Runtime, state: ContainerState, status: str, process: 
         foreground.become_subreaper()
     exec_pid = spawn_exec(state, status, process, console_socket=console_socket,
                           console=console, preserve_fds=preserve_fds,
-                          ignore_paused=ignore_paused)
+                          ignore_paused=ignore_paused, seccomp_cache=runtime.seccomp_cache)
     if pid_file:
         _write_atomic(pid_file, str(exec_pid))
     if detach:
@@ -119,7 +119,8 @@ def exec_process(runtime: Runtime, state: ContainerState, status: str, process: 
 def spawn_exec(state: ContainerState, status: str, process: dict, *,
                console_socket: str | None = None, console: socket.socket | None = None,
                preserve_fds: int = 0, ignore_paused: bool = False,
-               stdio: tuple[int, int, int] | None = None) -> int:
+               stdio: tuple[int, int, int] | None = None,
+               seccomp_cache: str | None = None) -> int:
     """Start `process` in the container; its pid. It is reparented to the nearest child
     subreaper, so a caller that wants its exit status makes itself one first.
 
@@ -132,8 +133,8 @@ def spawn_exec(state: ContainerState, status: str, process: dict, *,
     from .console import connect_console_socket
     from .process import preload, sealed_stub
 
-    seccomp_cfg = (state.config.get("linux") or {}).get("seccomp")
-    preload(process, seccomp_cfg)
+    seccomp_filter = preload(process, (state.config.get("linux") or {}).get("seccomp"),
+                             seccomp_cache)
     if process.get("terminal") and console is None:
         if not console_socket:
             raise ConfigError("a terminal needs a console socket")
@@ -144,7 +145,7 @@ def spawn_exec(state: ContainerState, status: str, process: dict, *,
     ]
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     stub_fd = sealed_stub()
-    ctx = ExecContext(process=process, seccomp=seccomp_cfg, ns_paths=ns_paths, sock=child,
+    ctx = ExecContext(process=process, seccomp=seccomp_filter, ns_paths=ns_paths, sock=child,
                       stub_fd=stub_fd, console=console, preserve_fds=preserve_fds, stdio=stdio)
     try:
         pid = os.fork()

@@ -58,7 +58,7 @@ class InitContext:
                  sock: socket.socket, fifo_fd: int, stub_fd: int, cgroup_paths: dict,
                  console: socket.socket | None = None, no_pivot: bool = False,
                  no_new_keyring: bool = False, preserve_fds: int = 0, container_id: str = "",
-                 stdio: tuple[int, int, int] | None = None):
+                 stdio: tuple[int, int, int] | None = None, seccomp_filter=None):
         self.config = config
         self.rootfs = rootfs
         self.bundle = bundle
@@ -73,6 +73,7 @@ class InitContext:
         self.preserve_fds = preserve_fds
         self.container_id = container_id
         self.stdio = stdio  # fds to become the container's 0, 1, 2 (else ours are inherited)
+        self.seccomp_filter = seccomp_filter  # compiled before the fork
 
 
 def run_child(body, sock: socket.socket, *args) -> None:
@@ -213,7 +214,7 @@ def stage2(ctx: InitContext) -> None:
     os.close(fifo)
     os.close(ctx.fifo_fd)
     hooks.run_hooks(config, "startContainer", state)
-    proc.finalize_and_exec(spec_process, linux.get("seccomp"), ctx.stub_fd, sys, executable, env)
+    proc.finalize_and_exec(spec_process, ctx.seccomp_filter, ctx.stub_fd, sys, executable, env)
 
 
 def _setup_console(ctx: InitContext, rootfs) -> None:

@@ -26,19 +26,22 @@ class ExecFailed(RuntimeFailure):
     pass
 
 
-def preload(process: dict, seccomp_cfg: dict | None) -> None:
+def preload(process: dict, seccomp_cfg: dict | None, cache_dir: str | None = None):
     """Import now what the child needs after it enters the container: from then on the
-    host's files (our modules among them) are out of its sight."""
+    host's files (our modules among them) are out of its sight. Returns the seccomp
+    filter compiled by libseccomp (cached in cache_dir), for the child to load."""
     from kobako.linux import capabilities  # noqa: F401
 
+    compiled = None
     if seccomp_cfg:
         from kobako.linux import seccomp
 
-        seccomp.available()  # imports pyseccomp and loads libseccomp
+        compiled = seccomp.compile_filter(seccomp_cfg, cache_dir)
     if process.get("terminal"):
         from . import console  # noqa: F401
     if process.get("rlimits"):
         import resource  # noqa: F401
+    return compiled
 
 
 def sealed_stub() -> int:
@@ -159,7 +162,7 @@ def switch_user(user: dict) -> None:
         os.umask(user["umask"])
 
 
-def finalize_and_exec(process: dict, seccomp_cfg: dict | None, stub_fd: int, sys: sc.Syscalls,
+def finalize_and_exec(process: dict, seccomp_filter, stub_fd: int, sys: sc.Syscalls,
                       executable: str, env: dict[str, str]) -> None:
     """Apply user, capabilities, no_new_privs and seccomp, then exec. Never returns."""
     from kobako.linux import capabilities
@@ -168,8 +171,8 @@ def finalize_and_exec(process: dict, seccomp_cfg: dict | None, stub_fd: int, sys
     nnp = bool(process.get("noNewPrivileges"))
     if caps is not None:
         capabilities.apply_bounding(caps.get("bounding") or [], sys=sys)
-    if seccomp_cfg and not nnp:
-        _load_seccomp(seccomp_cfg)
+    if seccomp_filter and not nnp:
+        _load_seccomp(seccomp_filter)
     sys.prctl(sc.PR_SET_KEEPCAPS, 1)
     switch_user(process.get("user") or {})
     sys.prctl(sc.PR_SET_KEEPCAPS, 0)
@@ -177,13 +180,13 @@ def finalize_and_exec(process: dict, seccomp_cfg: dict | None, stub_fd: int, sys
         capabilities.apply(caps, sys=sys)
     if nnp:
         sys.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
-    if seccomp_cfg and nnp:
-        _load_seccomp(seccomp_cfg)
+    if seccomp_filter and nnp:
+        _load_seccomp(seccomp_filter)
     args = process["args"]
     os.execve(stub_fd, ["kobako-stub", executable, *args], env)
 
 
-def _load_seccomp(cfg: dict) -> None:
+def _load_seccomp(compiled) -> None:
     from kobako.linux import seccomp
 
-    seccomp.load(cfg)
+    seccomp.load_compiled(compiled)
