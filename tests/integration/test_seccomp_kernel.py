@@ -175,3 +175,28 @@ def test_docker_default_profile_with_sys_admin_allows_unshare():
                 "keyctl": raw("keyctl", 0, 0)}
 
     assert in_child(child) == {"unshare": 0, "keyctl": errno.EPERM}
+
+
+def test_compiled_filter_is_cached_and_loads_like_libseccomp(scratch, tmp_path):
+    profile = {
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}],
+    }
+    cache = str(tmp_path / "cache")
+    compiled = seccomp.compile_filter(profile, cache)
+    [cached] = os.listdir(cache)
+    with open(os.path.join(cache, cached), "rb") as f:
+        assert f.read() == compiled.program  # the next start reads it instead of building
+    again = seccomp.compile_filter(profile, cache)
+    assert again.program == compiled.program and os.listdir(cache) == [cached]
+    other = seccomp.compile_filter({**profile, "defaultAction": "SCMP_ACT_LOG"}, cache)
+    assert other.program != compiled.program and len(os.listdir(cache)) == 2
+
+    def child():
+        from kobako.linux import syscalls as sc
+
+        sc.real().prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
+        seccomp.load_compiled(again)
+        return [errno_of(os.mkdir, os.path.join(scratch, "new")), errno_of(os.listdir, scratch)]
+
+    assert in_child(child) == [errno.EPERM, 0]
