@@ -77,7 +77,8 @@ class Engine(BaseEngine):
                 found |= {p.name[2:] for p in snapshots.iterdir() if p.name.startswith("c-")}
         runtime = self.daemon.exec_root / "runtime"
         if runtime.is_dir():
-            found |= {p.name for p in runtime.iterdir()}
+            # containers' state; not the runtime's cache of compiled filters (".seccomp")
+            found |= {p.name for p in runtime.iterdir() if not p.name.startswith(".")}
         return found
 
     def monitors(self) -> dict[int, str]:
