@@ -11,6 +11,9 @@ DEBIAN_PACKAGES=(
     docker-registry skopeo umoci containerd runc crun podman debootstrap apache2-utils
     openssl tini docker-compose
 )
+# The e2e tests drive the docker CLI; Debian's docker.io brings one (its dockerd is
+# only started by the benchmarks) where none is installed yet.
+command -v docker >/dev/null || DEBIAN_PACKAGES+=(docker.io)
 export DEBIAN_FRONTEND=noninteractive
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do
