@@ -42,8 +42,9 @@ from kobako.engine.errors import (
     NotFound,
     NotModified,
 )
-from kobako.engine.monitor import EXIT_FILE, MONITOR_FILE, now_rfc3339
+from kobako.engine.monitor import EXIT_FILE, MONITOR_FILE
 from kobako.engine.restart import RestartPolicy, next_delay
+from kobako.timestamps import now_rfc3339
 
 log = logging.getLogger("kobakod.containers")
 
@@ -555,10 +556,7 @@ class ContainerService(StorageOperations):
                 image_config={}, rootfs=rootfs, bundle=bundle, namespaces=namespaces,
                 extra_mounts=extra_mounts, init_path=_init_path(host_config),
             )
-            tmp = os.path.join(bundle, "config.json.tmp")
-            with open(tmp, "w") as f:
-                json.dump(doc, f)
-            os.rename(tmp, os.path.join(bundle, "config.json"))
+            oci_spec.write_config(bundle, doc)
             return bundle
         except BaseException:
             self._unmount(c)
@@ -1163,14 +1161,11 @@ class ContainerService(StorageOperations):
 # -- helpers ---------------------------------------------------------------------------
 
 def parse_signal(value: str | int) -> int:
-    if isinstance(value, int) or str(value).isdigit():
-        return int(value)
-    name = str(value).upper()
-    if not name.startswith("SIG"):
-        name = "SIG" + name
+    from kobako.linux.signals import signal_number
+
     try:
-        return int(signal_module.Signals[name])
-    except KeyError:
+        return signal_number(value)
+    except ValueError:
         raise InvalidParameter(f"Invalid signal: {value}") from None
 
 

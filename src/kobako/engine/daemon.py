@@ -34,6 +34,7 @@ from kobako.engine.config import (
     build_config,
     parse_address_pool,
 )
+from kobako.linux.files import write_atomic
 
 log = logging.getLogger("kobakod")
 
@@ -228,12 +229,7 @@ def write_pidfile(path: str) -> None:
     if old and old != os.getpid() and _pid_alive(old) and _is_kobakod(old):
         raise StartupError(f"pid file found, ensure kobakod is not running or delete {path}")
     os.makedirs(os.path.dirname(path) or "/", exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        f.write(f"{os.getpid()}")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, str(os.getpid()))
 
 
 def _pid_alive(pid: int) -> bool:
@@ -268,9 +264,7 @@ def daemon_id(data_root: str) -> str:
         return path.read_text().strip()
     except FileNotFoundError:
         ident = str(uuid.uuid4())
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(ident)
-        os.replace(tmp, path)
+        write_atomic(str(path), ident)
         return ident
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+from kobako.timestamps import now_rfc3339
+
 NANO = 1_000_000_000
 DEFAULT_INTERVAL = 30.0
 DEFAULT_TIMEOUT = 30.0
@@ -71,7 +73,7 @@ class HealthMonitor:
             await self._probe_once(in_start_period)
 
     async def _probe_once(self, in_start_period: bool) -> None:
-        start = _now()
+        start = now_rfc3339()
         try:
             exit_code, output = await self._exec()
         except Exception as err:  # noqa: BLE001 - a probe that cannot run is a failing probe
@@ -79,7 +81,7 @@ class HealthMonitor:
         health = self.container.state.setdefault(
             "Health", {"Status": "starting", "FailingStreak": 0, "Log": []})
         health["Log"] = (health.get("Log") or [])[-(MAX_LOG_ENTRIES - 1):] + [
-            {"Start": start, "End": _now(), "ExitCode": exit_code, "Output": output}]
+            {"Start": start, "End": now_rfc3339(), "ExitCode": exit_code, "Output": output}]
         old = health["Status"]
         if exit_code == 0:
             health["FailingStreak"] = 0
@@ -126,9 +128,3 @@ def _kill(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
-
-
-def _now() -> str:
-    from kobako.engine.monitor import now_rfc3339
-
-    return now_rfc3339()

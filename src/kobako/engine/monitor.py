@@ -30,6 +30,8 @@ import socket
 import struct
 import time
 
+from kobako.timestamps import now_rfc3339
+
 STDIN, STDOUT, STDERR, CONTROL = 0, 1, 2, 3
 HEADER = struct.Struct(">BxxxI")
 HELD_OUTPUT_LIMIT = 4 << 20  # bytes of output kept for an attach that is on its way
@@ -41,20 +43,6 @@ LOG_ERROR_FILE = "log-errors"
 
 def frame(stream: int, data: bytes) -> bytes:
     return HEADER.pack(stream, len(data)) + data
-
-
-def now_rfc3339(ts: float | None = None) -> str:
-    ts = time.time() if ts is None else ts
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1e9):09d}Z"
-
-
-def write_json_atomic(path: str, doc: dict) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(doc, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.rename(tmp, path)
 
 
 class Client:
@@ -402,13 +390,12 @@ def run_container_monitor(params: dict, reply) -> None:
 def _record(path: str, doc: dict) -> None:
     """Write monitor.json/exit.json; on a full disk go on without (the daemon gets the
     exit over the socket; only a daemon that is away at that moment misses it)."""
+    from kobako.linux.files import write_atomic
+
     try:
-        write_json_atomic(path, doc)
+        write_atomic(path, json.dumps(doc))
     except OSError:
-        try:
-            os.unlink(f"{path}.tmp")
-        except FileNotFoundError:
-            pass
+        pass  # write_atomic left no temporary file behind
 
 
 def _in_child(work) -> dict:

@@ -237,9 +237,9 @@ class Target:
 
 def sample(target: Target, runtime_root: str, host: Host) -> dict[str, Any]:
     """One document (without precpu_stats/preread). Blocking: run it in a thread."""
-    from kobako.engine.monitor import now_rfc3339
     from kobako.linux.cgroups import manager_for_paths
     from kobako.runtime.container import Runtime
+    from kobako.timestamps import now_rfc3339
 
     state, _ = Runtime(runtime_root).load(target.id)
     manager = manager_for_paths(state.cgroup_paths)

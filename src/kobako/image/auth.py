@@ -17,7 +17,6 @@ import os
 import pathlib
 import re
 import subprocess
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ import aiohttp
 
 from kobako.image.errors import AuthError, RegistryError
 from kobako.image.reference import DEFAULT_DOMAIN, DOCKER_HUB_CONFIG_KEY, normalize_registry
+from kobako.linux.files import write_atomic
 
 # Tokens without expires_in are valid for 60 s (docker's minimum).
 _DEFAULT_TOKEN_TTL = 60.0
@@ -77,19 +77,7 @@ class DockerConfig:
 
     def save(self, data: dict) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd, tmp = tempfile.mkstemp(prefix=".config.json.", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(data, f, indent="\t")
-                f.write("\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o600)
-            os.rename(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        write_atomic(str(self.path), json.dumps(data, indent="\t") + "\n", 0o600)
 
     def _helper_for(self, data: dict, key: str) -> str | None:
         helpers = data.get("credHelpers") or {}

@@ -106,18 +106,13 @@ def validate(cfg: Any) -> None:
         )
     _check_action(cfg.get("defaultAction"), "linux.seccomp.defaultAction")
     _check_errno(cfg.get("defaultErrnoRet"), "linux.seccomp.defaultErrnoRet")
-    arches = _list(cfg, "architectures")
-    if not isinstance(arches, list):
-        raise SeccompError("linux.seccomp.architectures: must be a list of strings")
-    for arch in arches:
-        if arch not in ARCHES:
-            raise SeccompError(f"linux.seccomp.architectures: unknown architecture {arch!r}")
-    flags = _list(cfg, "flags")
-    if not isinstance(flags, list):
-        raise SeccompError("linux.seccomp.flags: must be a list of strings")
-    for flag in flags:
-        if flag not in FLAGS:
-            raise SeccompError(f"linux.seccomp.flags: unknown flag {flag!r}")
+    for key, known, what in (("architectures", ARCHES, "architecture"), ("flags", FLAGS, "flag")):
+        names = _list(cfg, key)
+        if not isinstance(names, list):
+            raise SeccompError(f"linux.seccomp.{key}: must be a list of strings")
+        for name in names:
+            if name not in known:
+                raise SeccompError(f"linux.seccomp.{key}: unknown {what} {name!r}")
     calls = _list(cfg, "syscalls")
     if not isinstance(calls, list):
         raise SeccompError("linux.seccomp.syscalls: must be a list")
@@ -329,11 +324,10 @@ def compile_filter(cfg: dict[str, Any], cache_dir: str | None = None) -> Compile
     finally:
         os.close(fd)
     if cached:
+        from kobako.linux.files import write_atomic
+
         os.makedirs(cache_dir, mode=0o700, exist_ok=True)
-        tmp = f"{cached}.{os.getpid()}.tmp"
-        with open(tmp, "wb") as f:
-            f.write(program)
-        os.rename(tmp, cached)
+        write_atomic(cached, program, 0o600)
     return CompiledFilter(program, flags)
 
 

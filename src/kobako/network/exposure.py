@@ -16,6 +16,7 @@ import os
 import re
 from dataclasses import asdict, dataclass
 
+from kobako.linux.files import write_atomic
 from kobako.linux.syscalls import MNT_DETACH, MS_BIND, SyscallError, real
 
 NETNS_DIR = "/var/run/netns"
@@ -108,12 +109,7 @@ def expose(name: str, container_id: str, pid: int) -> Exposure:
 
 def _write_record(exposure: Exposure) -> None:
     os.makedirs(RECORDS, mode=0o700, exist_ok=True)
-    tmp = _record_path(exposure.name) + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(asdict(exposure), f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.rename(tmp, _record_path(exposure.name))
+    write_atomic(_record_path(exposure.name), json.dumps(asdict(exposure)))
 
 
 def _drop_record(name: str) -> None:

@@ -37,6 +37,7 @@ from kobako.network.errors import (
     NetworkNotFound,
 )
 from kobako.network.store import Endpoint, NetworkStore
+from kobako.timestamps import now_rfc3339
 
 log = logging.getLogger("kobakod.network")
 
@@ -48,11 +49,6 @@ OPT_ICC = "com.docker.network.bridge.enable_icc"
 OPT_MASQ = "com.docker.network.bridge.enable_ip_masquerade"
 RESOLV_CONF_ENV = "KOBAKO_RESOLV_CONF"
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
-
-
-def _now() -> str:
-    t = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e9):09d}Z"
 
 
 def _truthy(value: Any, default: bool = True) -> bool:
@@ -300,7 +296,7 @@ class NetworkService:
                 entry["IPRange"] = ip_range
             config.append(entry)
         doc = {
-            "Name": name, "Id": net_id, "Created": _now(), "Scope": "local", "Driver": driver,
+            "Name": name, "Id": net_id, "Created": now_rfc3339(), "Scope": "local", "Driver": driver,
             "EnableIPv4": True, "EnableIPv6": False,
             "IPAM": {"Driver": "default", "Options": None if name in PREDEFINED else {},
                      "Config": config},

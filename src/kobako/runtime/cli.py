@@ -178,17 +178,12 @@ def print_version() -> None:
 
 
 def parse_signal(value: str) -> int:
-    import signal
+    from kobako.linux.signals import signal_number
 
-    if value.isdigit():
-        return int(value)
-    name = value.upper()
-    if not name.startswith("SIG"):
-        name = "SIG" + name
-    sig = getattr(signal.Signals, name, None)
-    if sig is None:
-        raise RuntimeFailure(f"unknown signal {value!r}")
-    return int(sig)
+    try:
+        return signal_number(value)
+    except ValueError as err:
+        raise RuntimeFailure(str(err)) from None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,6 +13,8 @@ import signal
 import socket
 import time
 
+from kobako.linux.files import write_atomic
+
 from . import hooks
 from .errors import BadState, ConfigError, ContainerExists, ContainerNotRunning, RuntimeFailure
 from .init import ChildFailed, InitContext, recv, run_child, send, stage1
@@ -84,11 +86,13 @@ class Runtime:
     def create(self, container_id: str, bundle: str, *, pid_file: str | None = None,
                console_socket: str | None = None, console: socket.socket | None = None,
                no_pivot: bool = False, no_new_keyring: bool = False,
-               preserve_fds: int = 0, stdio: tuple[int, int, int] | None = None
-               ) -> ContainerState:
+               preserve_fds: int = 0, stdio: tuple[int, int, int] | None = None,
+               config: dict | None = None) -> ContainerState:
+        """`config`: the bundle's config.json when the caller has loaded it already."""
         bundle = os.path.abspath(bundle)
         state_dir = self.dir(container_id)
-        config = load_config(bundle)
+        if config is None:
+            config = load_config(bundle)
         linux = config.get("linux") or {}
         root_path = (config.get("root") or {}).get("path") or "rootfs"
         rootfs = os.path.realpath(os.path.join(bundle, root_path))
@@ -136,7 +140,7 @@ class Runtime:
             self._spawn_init(state, state_dir, plan, mgr, console, no_pivot, no_new_keyring,
                              preserve_fds, stdio)
             if pid_file:
-                _write_atomic(pid_file, str(state.pid))
+                write_atomic(os.path.abspath(pid_file), str(state.pid))
         except BaseException:
             self._destroy(state, state_dir, mgr)
             raise
@@ -429,14 +433,3 @@ def _reap(pid: int, block: bool = True) -> None:
     except OSError as err:
         if err.errno != errno.ECHILD:
             raise
-
-
-def _write_atomic(path: str, content: str) -> None:
-    path = os.path.abspath(path)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        f.write(content)
-    os.rename(tmp, path)
-
-
-

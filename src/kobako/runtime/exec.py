@@ -13,9 +13,10 @@ import signal
 import socket
 
 from kobako.linux import syscalls as sc
+from kobako.linux.files import write_atomic
 
 from . import foreground
-from .container import Runtime, _reap, _write_atomic
+from .container import Runtime, _reap
 from .errors import BadState, ConfigError, RuntimeFailure
 from .init import ChildFailed, fork_stage2, recv, run_child, send, use_stdio
 from .namespaces import JOIN_ORDER, NAMESPACES
@@ -106,7 +107,7 @@ def exec_process(runtime: Runtime, state: ContainerState, status: str, process: 
                           console=console, preserve_fds=preserve_fds,
                           ignore_paused=ignore_paused, seccomp_cache=runtime.seccomp_cache)
     if pid_file:
-        _write_atomic(pid_file, str(exec_pid))
+        write_atomic(os.path.abspath(pid_file), str(exec_pid))
     if detach:
         return 0
     master = None

@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
+
+from kobako.timestamps import now_rfc3339
 
 
 class RuntimeLog:
@@ -21,8 +22,7 @@ class RuntimeLog:
     def _write(self, level: str, msg: str) -> None:
         if not self.path:
             return
-        now = time.time()
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e9):09d}Z"
+        stamp = now_rfc3339()
         if self.fmt == "json":
             line = json.dumps({"level": level, "msg": msg, "time": stamp})
         else:

@@ -15,7 +15,9 @@ def run_from_cli(runtime: Runtime, args) -> int:
         runtime.create(container_id, args.bundle, console_socket=args.console_socket, **options)
         runtime.start(container_id)
         return 0
-    terminal = bool((load_config(args.bundle).get("process") or {}).get("terminal"))
+    config = load_config(args.bundle)
+    options["config"] = config
+    terminal = bool((config.get("process") or {}).get("terminal"))
     foreground.become_subreaper()
     ours = None
     if terminal and not args.console_socket:

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import json
 import os
-import time
+
+from kobako.timestamps import now_rfc3339
 
 from .errors import ConfigError, ContainerNotExist
 
@@ -35,11 +36,6 @@ def validate_id(container_id: str) -> None:
         (c.isascii() and c.isalnum()) or c in _ID_PUNCTUATION for c in container_id
     ):
         raise ConfigError(f"invalid container id format: {container_id}")
-
-
-def now_rfc3339() -> str:
-    now = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e9):09d}Z"
 
 
 def process_start_time(pid: int) -> int | None:
@@ -111,13 +107,9 @@ class StateDir:
         return ContainerState(**data)
 
     def save(self, state: ContainerState) -> None:
-        tmp = os.path.join(self.path, STATE_FILE + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(state.to_json(), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(tmp, os.path.join(self.path, STATE_FILE))
+        from kobako.linux.files import write_atomic
+
+        write_atomic(os.path.join(self.path, STATE_FILE), json.dumps(state.to_json()), 0o600)
 
 
 def status_of(state: ContainerState, state_dir: StateDir, frozen: bool | None = None) -> str:
