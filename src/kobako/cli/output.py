@@ -39,6 +39,22 @@ def human_size(size: float) -> str:
 human_duration = units.human_duration
 
 
+def print_prune_report(result: Mapping[str, Any] | None, deleted_key: str, title: str,
+                       lines: Any = None) -> None:
+    """What docker's prune commands print: the deleted items, then the space reclaimed.
+    `lines(item)` gives an item's lines (default: the item itself)."""
+    import click
+
+    deleted = (result or {}).get(deleted_key) or []
+    if deleted:
+        click.echo(f"Deleted {title}:")
+        for item in deleted:
+            for line in (lines(item) if lines else [item]):
+                click.echo(line)
+        click.echo("")
+    click.echo(f"Total reclaimed space: {human_size((result or {}).get('SpaceReclaimed', 0))}")
+
+
 def since(timestamp: float | None, now: float | None = None) -> str:
     if not timestamp:
         return "N/A"

@@ -10,7 +10,14 @@ from typing import Any
 
 import click
 
-from kobako.cli.output import human_size, parse_time, render_rows, short_id, since
+from kobako.cli.output import (
+    human_size,
+    parse_time,
+    print_prune_report,
+    render_rows,
+    short_id,
+    since,
+)
 from kobako.cli.runopts import build_create_body, run_options
 from kobako.cli.util import CLIError, State
 
@@ -623,13 +630,7 @@ def container_prune(state: State, force: bool, filters: tuple[str, ...]) -> None
         return
     result = state.client.post_json("/containers/prune",
                                     {"filters": parse_filters(filters) or None})
-    deleted = (result or {}).get("ContainersDeleted") or []
-    if deleted:
-        click.echo("Deleted Containers:")
-        for c in deleted:
-            click.echo(c)
-        click.echo("")
-    click.echo(f"Total reclaimed space: {human_size((result or {}).get('SpaceReclaimed', 0))}")
+    print_prune_report(result, "ContainersDeleted", "Containers")
 
 
 @click.group("container")

@@ -12,7 +12,14 @@ from typing import Any
 
 import click
 
-from kobako.cli.output import human_size, parse_time, render_rows, short_id, since
+from kobako.cli.output import (
+    human_size,
+    parse_time,
+    print_prune_report,
+    render_rows,
+    short_id,
+    since,
+)
 from kobako.cli.util import CLIError, State, parse_filters
 
 pass_state = click.make_pass_decorator(State)
@@ -429,14 +436,8 @@ def prune(state: State, all_: bool, force: bool, filters: tuple[str, ...]) -> No
                              "continue?", default=False):
             return
     result = state.client.post_json("/images/prune", {"filters": flt})
-    deleted = (result or {}).get("ImagesDeleted") or []
-    if deleted:
-        click.echo("Deleted Images:")
-        for item in deleted:
-            for action, ident in item.items():
-                click.echo(f"{action.lower()}: {ident}")
-        click.echo("")
-    click.echo(f"Total reclaimed space: {human_size((result or {}).get('SpaceReclaimed', 0))}")
+    print_prune_report(result, "ImagesDeleted", "Images",
+                       lambda item: [f"{action.lower()}: {ident}" for action, ident in item.items()])
 
 
 @click.command()

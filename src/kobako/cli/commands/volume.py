@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from kobako.cli.output import human_size, render_rows
+from kobako.cli.output import print_prune_report, render_rows
 from kobako.cli.util import CLIError, State, parse_filters
 
 pass_state = click.make_pass_decorator(State)
@@ -112,13 +112,7 @@ def prune(state: State, all_: bool, force: bool, filters: tuple[str, ...]) -> No
         wanted["all"] = ["true"]
     result = state.client.post_json("/volumes/prune",
                                     {"filters": json.dumps(wanted)} if wanted else None)
-    deleted = (result or {}).get("VolumesDeleted") or []
-    if deleted:
-        click.echo("Deleted Volumes:")
-        for name in deleted:
-            click.echo(name)
-        click.echo("")
-    click.echo(f"Total reclaimed space: {human_size((result or {}).get('SpaceReclaimed', 0))}")
+    print_prune_report(result, "VolumesDeleted", "Volumes")
 
 
 @click.group("volume")
