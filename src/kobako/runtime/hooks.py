@@ -55,7 +55,3 @@ def run_hook(hook: dict, kind: str, state: dict) -> None:
 def has_hooks(config: dict, *kinds: str) -> bool:
     hooks = config.get("hooks") or {}
     return any(hooks.get(kind) for kind in kinds)
-
-
-def hook_env_path() -> str:
-    return os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")

@@ -151,15 +151,20 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _obj(parent: dict[str, Any], key: str, field: str, required: bool = False) -> dict | None:
+def _typed(parent: dict[str, Any], key: str, field: str, kind: type, what: str,
+           required: bool) -> Any:
     value = parent.get(key)
     if value is None:
         if required:
             _fail(field, "missing")
         return None
-    if not isinstance(value, dict):
-        _fail(field, f"must be an object, got {type(value).__name__}")
+    if not isinstance(value, kind):
+        _fail(field, f"must be {what}, got {type(value).__name__}")
     return value
+
+
+def _obj(parent: dict[str, Any], key: str, field: str, required: bool = False) -> dict | None:
+    return _typed(parent, key, field, dict, "an object", required)
 
 
 def _list(parent: dict[str, Any], key: str, field: str) -> list:
@@ -172,14 +177,7 @@ def _list(parent: dict[str, Any], key: str, field: str) -> list:
 
 
 def _str(parent: dict[str, Any], key: str, field: str, required: bool = False) -> str | None:
-    value = parent.get(key)
-    if value is None:
-        if required:
-            _fail(field, "missing")
-        return None
-    if not isinstance(value, str):
-        _fail(field, f"must be a string, got {type(value).__name__}")
-    return value
+    return _typed(parent, key, field, str, "a string", required)
 
 
 def _bool(parent: dict[str, Any], key: str, field: str) -> None:
