@@ -44,6 +44,7 @@ from kobako.engine.errors import (
 )
 from kobako.engine.monitor import EXIT_FILE, MONITOR_FILE
 from kobako.engine.restart import RestartPolicy, next_delay
+from kobako.linux.cgroups import warmup as cgroup_warmup
 from kobako.timestamps import now_rfc3339
 
 log = logging.getLogger("kobakod.containers")
@@ -484,6 +485,7 @@ class ContainerService(StorageOperations):
                 os.unlink(os.path.join(self._dir(c), stale))
             except FileNotFoundError:
                 pass
+        cgroup_warmup.start()  # the init's cgroup migration comes a few ms from now
         reply = await self.zygote.request("container", params)
         if not reply.get("ok"):
             await asyncio.to_thread(self._unmount, c)

@@ -349,11 +349,14 @@ def run_container_monitor(params: dict, reply) -> None:
     relays.append(relay)
     tty = params.get("tty", False)
     child_fds, console, ours = _stdio(tty, params.get("open_stdin", False))
+    def create_and_start() -> dict:
+        pid = runtime.create(cid, params["bundle"], stdio=child_fds, console=console).pid
+        runtime.start(cid)  # its output waits in the pipes (or the pty) until we relay
+        return {"pid": pid}
+
     try:
-        init_pid = _in_child(lambda: {"pid": runtime.create(
-            cid, params["bundle"], stdio=child_fds, console=console).pid})["pid"]
+        init_pid = _in_child(create_and_start)["pid"]
         relay.connect(tty, child_fds, ours)
-        runtime.start(cid)
     except Exception as err:  # noqa: BLE001 - reported to the daemon, which shows it to the user
         try:
             runtime.delete(cid, force=True)
@@ -472,13 +475,12 @@ def run_exec_monitor(params: dict, reply) -> None:
     process = params["process"]
     tty = bool(process.get("terminal"))
     child_fds, console, ours = _stdio(tty, params.get("open_stdin", False))
-    def spawn() -> dict:
-        state, status = runtime.status(params["id"])
-        return {"pid": spawn_exec(state, status, process, console=console, stdio=child_fds,
-                                  seccomp_cache=runtime.seccomp_cache)}
-
     try:
-        pid = _in_child(spawn)["pid"]
+        # in this process, not _in_child: an exec is mostly short-lived, and its start
+        # latency counts more than the pages the runtime code copies here
+        state, status = runtime.status(params["id"])
+        pid = spawn_exec(state, status, process, console=console, stdio=child_fds,
+                         seccomp_cache=runtime.seccomp_cache)
     except Exception as err:  # noqa: BLE001 - reported to the daemon
         listener.close()
         os.unlink(params["socket"])

@@ -103,10 +103,11 @@ class Zygote:
 
 def _preload() -> None:
     import gc
+    import hashlib  # noqa: F401 - the seccomp cache key; imported in each exec otherwise
 
     from kobako.engine import logs, monitor  # noqa: F401
     from kobako.linux import capabilities, cgroups, seccomp  # noqa: F401
-    from kobako.runtime import console, container, exec, init, process, rootfs  # noqa: F401
+    from kobako.runtime import console, container, exec, init, process, rootfs, spec  # noqa: F401
 
     seccomp.available()  # loads libseccomp now, not in each monitor
     gc.freeze()
