@@ -199,6 +199,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         _parser().print_help()
         return 0
+    if args.command in _MIGRATING:
+        from kobako.linux.cgroups import warmup
+
+        warmup.start()
     try:
         return _COMMANDS[args.command](args, log) or 0
     except RuntimeFailure as err:
@@ -215,6 +219,21 @@ def main(argv: list[str] | None = None) -> int:
             raise
         return 1
 
+
+def entry() -> None:
+    """The console script: main(), then exit without the interpreter's teardown, which
+    frees every module one by one (~8 ms) for a process that ends anyway."""
+    code = main()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            code = code or 120  # what Python itself exits with when the flush fails
+    os._exit(code)
+
+
+# commands that move a process into a cgroup
+_MIGRATING = {"create", "run", "exec"}
 
 _LONG_GLOBALS = {"root", "log", "log-format", "debug", "systemd-cgroup", "rootless", "criu"}
 
@@ -430,4 +449,4 @@ _COMMANDS = {
 }
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
