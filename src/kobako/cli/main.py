@@ -132,6 +132,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def entry() -> None:
+    """The console script."""
+    from kobako import fastexit
+
+    fastexit.run(main)
+
+
 def _running_run(argv: list[str] | None) -> bool:
     args = list(argv if argv is not None else sys.argv[1:])
     while args and args[0].startswith("-"):  # global options before the command
