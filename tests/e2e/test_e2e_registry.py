@@ -49,6 +49,12 @@ def test_docker_push_rmi_pull_round_trip(kobakod, docker_cli, registry):
     assert json.loads(digests)[0].startswith(f"{registry.host}/kbk-e2e/busybox@sha256:")
     proc = kobakod.docker("pull", f"{registry.host}/kbk-e2e/missing:1", check=False)
     assert proc.returncode != 0 and b"manifest unknown" in proc.stderr
+    assert b"Pulling from" not in proc.stdout  # the 404 is the response, as dockerd's
+    # run of an image that is nowhere: not found locally, the pull's 404, exit 125
+    proc = kobakod.docker("run", "--rm", f"{registry.host}/kbk-e2e/missing:1", "true",
+                          check=False)
+    assert proc.returncode == 125, proc
+    assert b"Unable to find image" in proc.stderr and b"manifest unknown" in proc.stderr
 
 
 def test_pull_progress_is_docker_json(kobakod, registry):
@@ -92,6 +98,10 @@ def test_login_and_authenticated_push_pull(kobakod, docker_cli, auth_registry):
     kobakod.docker("rmi", ref)
     proc = kobakod.docker("pull", ref, check=False)
     assert proc.returncode != 0
+    # the daemon's answer names the refusal; it is no 401, which would make the CLI
+    # ask for a password ("Cannot perform an interactive login from a non TTY device")
+    assert b"unauthorized" in proc.stderr, proc.stderr
+    assert b"interactive login" not in proc.stderr
 
 
 def test_kobako_cli_login_push_pull(kobakod, auth_registry):
@@ -125,7 +135,7 @@ def test_docker_py_pull(kobakod, registry):
     try:
         img = client.images.pull(ref, tag="1")
         assert f"{ref}:1" in img.tags
-        with pytest.raises(docker.errors.APIError):
+        with pytest.raises(docker.errors.NotFound):
             client.images.pull(f"{registry.host}/kbk-e2e/nothing", tag="1")
     finally:
         client.close()

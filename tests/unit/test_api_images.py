@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from kobako.api.context import Context
 from kobako.api.server import create_app
 from kobako.engine.config import DaemonConfig
-from kobako.image.errors import InvalidReference, NotFound, RegistryError
+from kobako.image.errors import AuthError, InvalidReference, NotFound, RegistryError
 
 
 class FakeImages:
@@ -151,6 +151,25 @@ def test_pull_error_before_streaming_is_a_status(tmp_path):
         images.fail_pull_early = InvalidReference("invalid reference format")
         r = await client.post("/images/create?fromImage=UPPER&tag=latest")
         assert r.status == 400
+    run(t, images, tmp_path)
+
+
+def test_registry_refusals_are_never_401(tmp_path):
+    """A 401 tells the docker CLI to prompt for a password; dockerd sends it only from
+    /auth. A denied pull is its 404, missing credentials a 500."""
+    images = FakeImages()
+
+    async def t(client, ctx):
+        images.fail_pull_early = AuthError("manifest x/y:1: denied: access denied", status=403)
+        r = await client.post("/images/create?fromImage=127.0.0.1:5000/x/y&tag=1")
+        assert r.status == 404
+        assert (await r.json())["message"] == (
+            "pull access denied for 127.0.0.1:5000/x/y, repository does not exist or may "
+            "require 'docker login': manifest x/y:1: denied: access denied")
+        images.fail_pull_early = AuthError("unauthorized: authentication required", status=401)
+        r = await client.post("/images/create?fromImage=127.0.0.1:5000/x/y&tag=1")
+        assert r.status == 500
+        assert (await r.json())["message"] == "unauthorized: authentication required"
     run(t, images, tmp_path)
 
 

@@ -134,14 +134,35 @@ async def create(request: web.Request) -> web.StreamResponse:
     if from_image:
         reference = _join_ref(from_image, tag or "latest")
         auth = registry_auth(request)
-        result = await _progress_call(request, lambda progress: backend.pull(
-            reference, platform=platform, auth=auth, progress=progress))
+        result = await _progress_call(request, _refusals_as_dockerd(
+            "pull", reference,
+            lambda progress: backend.pull(reference, platform=platform, auth=auth,
+                                          progress=progress)))
         ctx(request).events.publish("image", "pull", _familiar(reference),
                                     {"name": _familiar(reference)})
         return result
     if from_src:
         return await _import(request, from_src, tag, platform)
     raise BadRequest("fromImage or fromSrc is required")
+
+
+def _refusals_as_dockerd(verb: str, reference: str, start: Starter) -> Starter:
+    """A registry's refusal of a pull or push, as dockerd answers it: never 401, which
+    makes the docker CLI ask for a password (dockerd sends 401 only from /auth). A
+    denied pull is a 404 ("pull access denied ... may require 'docker login'"),
+    missing credentials a 500 naming the registry's complaint."""
+    from kobako.image.errors import AuthError, NotFound, RegistryError
+
+    async def run(progress: Callable[[dict[str, Any]], None]) -> Any:
+        try:
+            return await start(progress)
+        except AuthError as err:
+            if err.status == 403 and verb == "pull":
+                raise NotFound(
+                    f"pull access denied for {_familiar(reference, name_only=True)}, repository does "
+                    f"not exist or may require 'docker login': {err}") from None
+            raise RegistryError(str(err), status=500) from None
+    return run
 
 
 def _loopback_url(url: str) -> bool:
@@ -235,8 +256,9 @@ async def push(request: web.Request) -> web.StreamResponse:
     name = request.match_info["name"]
     reference = _join_ref(name, str_param(request, "tag"))
     auth = registry_auth(request)
-    result = await _progress_call(request, lambda progress: backend.push(
-        reference, auth=auth, progress=progress))
+    result = await _progress_call(request, _refusals_as_dockerd(
+        "push", reference, lambda progress: backend.push(reference, auth=auth,
+                                                         progress=progress)))
     ctx(request).events.publish("image", "push", reference, {"name": reference})
     return result
 
@@ -254,12 +276,14 @@ async def tag(request: web.Request) -> web.Response:
     return web.Response(status=201)
 
 
-def _familiar(ref: str) -> str:
-    """Docker names images in events the short way ("busybox:latest")."""
+def _familiar(ref: str, name_only: bool = False) -> str:
+    """Docker names images in events and errors the short way ("busybox:latest", or
+    "busybox" with `name_only`)."""
     try:
         from kobako.image.reference import parse
 
-        return parse(ref).familiar()
+        parsed = parse(ref)
+        return parsed.name if name_only else parsed.familiar()
     except Exception:  # an event must not fail the request it reports
         return ref
 

@@ -195,8 +195,10 @@ class _Puller:
 
     async def run(self) -> PullResult:
         ref = self.ref
-        self.report.status(f"Pulling from {ref.repository}", id=ref.tag or ref.digest)
         top = await self.client.get_manifest(self.repo, ref.reference)
+        # after the manifest, as dockerd: a missing image or a refusal is then the
+        # response's status (404...), not an error inside a stream already begun
+        self.report.status(f"Pulling from {ref.repository}", id=ref.tag or ref.digest)
         if ref.digest and top.digest != ref.digest:
             raise DigestMismatch(
                 f"manifest for {ref.familiar()} has digest {top.digest}, expected {ref.digest}",
