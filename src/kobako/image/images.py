@@ -374,7 +374,7 @@ class ImageService:
         options = {"insecure_registries": self.insecure_registries, **pull_options}
         try:
             result = await registry_pull(
-                self.store, reference, platform=platform or "linux/amd64", auth=auth,
+                self.store, reference, platform=platform or None, auth=auth,
                 progress=progress, on_layer=on_layer, **options,
             )
         except BaseException:
@@ -768,7 +768,8 @@ class ImageService:
         from kobako.image.importer import apply_changes
 
         base_id = None
-        base_cfg: dict[str, Any] = {"architecture": "amd64", "os": "linux",
+        host = media.host_platform()
+        base_cfg: dict[str, Any] = {"architecture": host.architecture, "os": host.os,
                                      "rootfs": {"type": "layers", "diff_ids": []},
                                      "history": [], "config": {}}
         base_layers: list[dict] = []

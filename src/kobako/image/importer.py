@@ -146,8 +146,7 @@ def import_rootfs(
     from kobako.image.images import now_rfc3339
 
     config_section = apply_changes({}, changes)
-    plat = media.parse_platform(platform) if platform else media.Platform("linux", "amd64")
-    plat = media.host_platform() if platform is None else plat
+    plat = media.parse_platform(platform)  # none given: the host's, as dockerd
     if isinstance(source, str | os.PathLike):
         with open(source, "rb") as f:
             desc, diff_id = service.put_layer_tar(_decompressing(f))

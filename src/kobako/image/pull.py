@@ -130,7 +130,7 @@ async def pull(
     store: ContentStore,
     ref: Reference | str,
     *,
-    platform: str | media.Platform | None = "linux/amd64",
+    platform: str | media.Platform | None = None,  # the host's
     auth: Authenticator | Credentials | None = None,
     progress: Progress | None = None,
     on_layer: OnLayer | None = None,
