@@ -18,7 +18,7 @@ from kobako.linux.files import write_atomic
 from . import foreground
 from .container import Runtime, _reap
 from .errors import BadState, ConfigError, RuntimeFailure
-from .init import ChildFailed, fork_stage2, recv, run_child, send, use_stdio
+from .init import ChildFailed, PeerGone, fork_stage2, recv, run_child, send, use_stdio
 from .namespaces import JOIN_ORDER, NAMESPACES
 from .state import CREATED, PAUSED, RUNNING, ContainerState
 
@@ -131,6 +131,8 @@ def spawn_exec(state: ContainerState, status: str, process: dict, *,
         raise BadState("cannot exec in a paused container")
     if status not in (RUNNING, CREATED, PAUSED):
         raise BadState(f"cannot exec in a {status} container")
+    from kobako.linux.cgroups import CgroupError, manager_for_paths
+
     from .console import connect_console_socket
     from .process import preload, sealed_stub
 
@@ -155,11 +157,14 @@ def spawn_exec(state: ContainerState, status: str, process: dict, *,
             run_child(_exec_stage1, child, ctx)
         child.close()
         try:
-            if state.cgroup_paths:
-                from kobako.linux import cgroups
-
-                cgroups.manager_for_paths(state.cgroup_paths).add(pid)
-            send(parent, "go")
+            # stage 1 joins the namespaces meanwhile: the migration's wait overlaps that
+            try:
+                if state.cgroup_paths:
+                    manager_for_paths(state.cgroup_paths).add(pid)
+                send(parent, "go")
+            except (OSError, CgroupError):
+                _raise_stage1_report(parent)
+                raise
             exec_pid = recv(parent, "child")["pid"]
         finally:
             _reap(pid)
@@ -176,12 +181,25 @@ def spawn_exec(state: ContainerState, status: str, process: dict, *,
     return exec_pid
 
 
+def _raise_stage1_report(sock: socket.socket) -> None:
+    """Stage 1 may have failed (and exited, so it could not be moved): raise its report."""
+    sock.settimeout(1.0)
+    try:
+        recv(sock)
+    except (OSError, PeerGone):
+        pass  # nothing more to say than the caller's own error
+
+
 def _exec_stage1(ctx: ExecContext) -> None:
+    """Join the container's namespaces, then, once the runtime has moved us into its
+    cgroup, fork the process that is born inside (pid and time namespaces apply to
+    children only). Joining before the move is safe: we are not dumpable, and no
+    process of the container can see us (the pid namespace is not ours, only our
+    child's)."""
     sys = sc.real()
     use_stdio(ctx.stdio)
     sys.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
     sys.prctl(sc.PR_SET_DUMPABLE, 0)
-    recv(ctx.sock, "go")
     fds = []
     try:
         for kind, path in ctx.ns_paths:
@@ -191,6 +209,7 @@ def _exec_stage1(ctx: ExecContext) -> None:
     for kind, fd in fds:
         sys.setns(fd, NAMESPACES[kind][0])
         os.close(fd)
+    recv(ctx.sock, "go")
     fork_stage2(ctx.sock, _exec_stage2, ctx)
 
 
