@@ -66,6 +66,7 @@ class Container:
         self.health = None  # a HealthMonitor while running with a healthcheck
         self.restart_task: asyncio.Task | None = None
         self.restart_delay = 0.0
+        self.spec: dict | None = None  # the OCI spec of its current run, once written here
         if not self.running:
             self.exited.set()
 
@@ -559,6 +560,7 @@ class ContainerService(StorageOperations):
                 extra_mounts=extra_mounts, init_path=_init_path(host_config),
             )
             oci_spec.write_config(bundle, doc)
+            c.spec = doc
             return bundle
         except BaseException:
             self._unmount(c)

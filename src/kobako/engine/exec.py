@@ -170,9 +170,10 @@ class ExecService:
         from kobako.engine import oci_spec
 
         c = instance.container
-        bundle = os.path.join(self.containers._dir(c), "bundle")
-        with open(os.path.join(bundle, "config.json")) as f:
-            spec = json.load(f)
+        if c.spec is None:  # started by an earlier daemon: read once
+            with open(os.path.join(self.containers._dir(c), "bundle", "config.json")) as f:
+                c.spec = json.load(f)
+        spec = c.spec
         return oci_spec.exec_process(container_spec=spec, exec_config=instance.config,
                                      container_config=c.doc["Config"],
                                      host_config=c.doc["HostConfig"],
