@@ -364,6 +364,23 @@ def test_archive_api_with_docker_py(engine):
 
 # -- diff, export, commit, update --------------------------------------------------------------
 
+def test_sizes_of_ps_and_inspect(engine):
+    """`ps -s` and `inspect -s` (?size=1): the writable layer, and that plus the image."""
+    name = _name("size")
+    run(engine, "--name", name, "busybox", "sh", "-c", "head -c 100000 /dev/zero > /big")
+    try:
+        rw, rootfs = engine.run("inspect", "-s", "--format", "{{.SizeRw}} {{.SizeRootFs}}",
+                                name, check=True).stdout.split()
+        assert int(rw) >= 100000 and int(rootfs) > int(rw)
+        unasked = engine.run("inspect", "--format", "{{.SizeRw}}", name, check=True).stdout
+        assert not unasked.strip().isdigit()  # measured only when asked
+        size = engine.run("ps", "-a", "-s", "--filter", f"name={name}", "--format",
+                          "{{.Size}}", check=True).stdout.strip()
+        assert size.startswith("100kB (virtual "), size
+    finally:
+        engine.run("rm", "-f", name)
+
+
 def test_diff_export_commit(engine):
     name = _name("chg")
     run(engine, "--name", name, "busybox", "sh", "-c",

@@ -920,7 +920,10 @@ class ContainerService(StorageOperations):
         c = self.get(ref)
         doc = {k: v for k, v in c.doc.items() if k != "Kobako"}
         doc["ExecIDs"] = self.execs.ids_of(c.id) or None
-        return json.loads(json.dumps(doc))
+        doc = json.loads(json.dumps(doc))
+        if size:
+            await self._measure([(c, doc)])
+        return doc
 
     async def list(self, all: bool, limit: int | None, size: bool,
                    filters: Mapping[str, list[str]]) -> list[dict]:
@@ -932,7 +935,27 @@ class ContainerService(StorageOperations):
         result = [c for c in containers if self._matches(c, filters)]
         if limit is not None and limit > 0:
             result = result[:limit]
-        return [self._summary(c) for c in result]
+        summaries = [(c, self._summary(c)) for c in result]
+        if size:
+            await self._measure(summaries)
+        return [doc for _, doc in summaries]
+
+    async def _measure(self, pairs: list[tuple[Container, dict]]) -> None:
+        """Docker's SizeRw and SizeRootFs (?size=1): each writable layer walked, in a thread."""
+        from kobako.engine.disk_usage import container_sizes
+
+        def measure() -> None:
+            image_sizes: dict[str, int] = {}
+            for c, doc in pairs:
+                image = c.doc["Image"]
+                if image not in image_sizes:
+                    try:
+                        image_sizes[image] = int(self.images.inspect(image).get("Size") or 0)
+                    except Exception:  # noqa: BLE001 - an image removed since: its layers
+                        image_sizes[image] = 0  # are not counted, as dockerd does
+                doc["SizeRw"], doc["SizeRootFs"] = container_sizes(c, image_sizes[image])
+
+        await asyncio.to_thread(measure)
 
     def _matches(self, c: Container, filters: Mapping[str, list[str]]) -> bool:
         for key, values in filters.items():
