@@ -43,6 +43,17 @@ def test_detached_lifecycle_with_exec_and_logs(engine):
     assert "1 sleep 1000" in " ".join(exe.stdout.split())
     piped = engine.run("exec", "-i", "kbt-life", "cat", input="through stdin\n")
     assert piped.stdout == "through stdin\n"
+    # a process that cannot start: dockerd's message in the stream, 127 or 126 as exit
+    missing = engine.run("exec", "kbt-life", "no-such-command")
+    assert missing.returncode == 127
+    assert 'exec: "no-such-command": executable file not found' in missing.stdout
+    assert engine.run("exec", "kbt-life", "/etc").returncode == 126
+    client = engine.docker_py()
+    try:
+        result = client.containers.get("kbt-life").exec_run("no-such-command")
+        assert result.exit_code == 127 and b"executable file not found" in result.output
+    finally:
+        client.close()
 
     wait_until(lambda: "started" in engine.run("logs", "kbt-life").stdout, timeout=5)
 

@@ -8,9 +8,10 @@ from aiohttp import web
 
 from kobako.api.containers import pump
 from kobako.api.context import STREAM_STARTED, ctx
-from kobako.api.errors import BadRequest
+from kobako.api.errors import BadRequest, message_for
 from kobako.api.params import check_types, int_param, json_body
-from kobako.api.streams import hijack, parse_detach_keys
+from kobako.api.streams import STDOUT, hijack, parse_detach_keys
+from kobako.engine.errors import EngineError
 
 EXEC_TYPES: dict[str, Any] = {
     "AttachStdin": bool, "AttachStdout": bool, "AttachStderr": bool, "DetachKeys": str,
@@ -36,15 +37,22 @@ async def start(request: web.Request) -> web.StreamResponse:
     check_types(body, {"Detach": bool, "Tty": bool, "ConsoleSize": list}, "types.ExecStartCheck")
     exec_id = request.match_info["id"]
     svc = ctx(request).containers
-    detach = bool(body.get("Detach"))
-    sio = await svc.exec_start(exec_id, detach=detach, tty=bool(body.get("Tty")),
-                               detach_keys=None)
-    if detach or sio is None:
+    if body.get("Detach"):
+        await svc.exec_start(exec_id, detach=True, tty=bool(body.get("Tty")), detach_keys=None)
         return web.Response(status=200)
-    hj = await hijack(request, multiplexed=not sio.tty)
-    request[STREAM_STARTED] = True
-    info = await svc.exec_inspect(exec_id)
+    info = await svc.exec_inspect(exec_id)  # an unknown exec is a 404, before the takeover
     cfg = info.get("ProcessConfig", {}) or {}
+    # As dockerd: take the connection over, then start; a start that fails says why in
+    # the stream, and the exec's inspect has its exit code (126, 127)
+    hj = await hijack(request, multiplexed=not cfg.get("tty"))
+    request[STREAM_STARTED] = True
+    try:
+        sio = await svc.exec_start(exec_id, detach=False, tty=bool(body.get("Tty")),
+                                   detach_keys=None)
+    except EngineError as err:
+        await hj.write_stream(STDOUT, f"{message_for(err)}\r\n".encode())
+        await hj.close()
+        return hj.response
     await pump(hj, sio, stdin=bool(info.get("OpenStdin", cfg.get("OpenStdin", True))),
                detach_keys=info.get("DetachKeys") or None)
     return hj.response
