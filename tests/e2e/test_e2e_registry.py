@@ -126,6 +126,25 @@ def test_kobako_cli_login_push_pull(kobakod, auth_registry):
     assert proc.stderr.decode().startswith("Error response from daemon:")
 
 
+def test_distribution_inspect(kobakod, registry):
+    """GET /distribution/{name}/json (docker-py's get_registry_data): the registry's
+    descriptor and platforms, without pulling; a missing image is a 404."""
+    ref = f"{registry.host}/kbk-e2e/dist"
+    _imported(kobakod, f"{ref}:1")
+    kobakod.docker("push", f"{ref}:1")
+    digest = kobakod.docker("image", "inspect", "--format", "{{index .RepoDigests 0}}",
+                            f"{ref}:1").stdout.decode().strip().split("@")[1]
+    client = kobakod.docker_py()
+    try:
+        data = client.images.get_registry_data(f"{ref}:1")
+        assert data.id == digest
+        assert data.has_platform("linux/amd64") or data.has_platform("linux/arm64")
+        with pytest.raises(docker.errors.NotFound):
+            client.images.get_registry_data(f"{ref}:nope")
+    finally:
+        client.close()
+
+
 def test_docker_py_pull(kobakod, registry):
     ref = f"{registry.host}/kbk-e2e/py"
     _imported(kobakod, f"{ref}:1")

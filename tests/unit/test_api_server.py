@@ -35,6 +35,19 @@ def with_fake() -> tuple[Context, FakeContainers]:
     return Context(containers=fake), fake  # type: ignore[arg-type]
 
 
+def test_plugins_and_swarm_endpoints_answer_as_a_non_swarm_dockerd():
+    async def t(client, ctx):
+        r = await client.get("/v1.47/plugins")
+        assert r.status == 200 and await r.json() == []
+        r = await client.get("/swarm")
+        assert r.status == 503 and "not part of a swarm" in (await r.json())["message"]
+        for path in ("/services", "/nodes", "/tasks", "/secrets", "/configs"):
+            r = await client.get(path)
+            assert r.status == 503
+            assert (await r.json())["message"].startswith("This node is not a swarm manager")
+    run_with_client(t)
+
+
 def test_ping_headers_get_and_head():
     async def t(client, ctx):
         r = await client.get("/_ping")

@@ -428,7 +428,17 @@ async def search(request: web.Request) -> web.Response:
     raise NotImplementedYet("image search is not supported by kobako")
 
 
+async def distribution(request: web.Request) -> web.Response:
+    """GET /distribution/{name}/json: what the registry serves for an image, not pulled."""
+    backend = ctx(request).image_backend()
+    reference = _join_ref(request.match_info["name"], "latest")
+    doc = await _refusals_as_dockerd("pull", reference, lambda _progress: backend.inspect_remote(
+        reference, auth=registry_auth(request)))(lambda _message: None)
+    return web.json_response(doc)
+
+
 def register(add: Any) -> None:
+    add("GET", "/distribution/{name:.+}/json", distribution)
     add("GET", "/images/json", list_images)
     add("POST", "/images/create", create)
     add("POST", "/images/load", load)

@@ -234,6 +234,16 @@ async def swarm_not_active(request: web.Request) -> web.Response:
     raise Unavailable("This node is not part of a swarm")
 
 
+async def not_a_manager(request: web.Request) -> web.Response:
+    raise Unavailable('This node is not a swarm manager. Use "docker swarm init" or '
+                      '"docker swarm join" to connect this node to swarm and try again.')
+
+
+async def plugins(request: web.Request) -> web.Response:
+    """No managed plugins: the built-in drivers are not plugins (`docker plugin ls`)."""
+    return web.json_response([])
+
+
 def register(add: Any) -> None:
     add("GET", "/_ping", ping)
     add("HEAD", "/_ping", ping)
@@ -242,10 +252,11 @@ def register(add: Any) -> None:
     add("GET", "/events", events)
     add("GET", "/system/df", system_df)
     add("POST", "/auth", auth)
+    add("GET", "/plugins", plugins)
     add("POST", "/swarm/leave", swarm_not_active)
     add("GET", "/swarm", swarm_not_active)
-    add("GET", "/nodes", swarm_not_active)
-    add("GET", "/services", swarm_not_active)
+    for path in ("/nodes", "/services", "/tasks", "/secrets", "/configs"):
+        add("GET", path, not_a_manager)
 
 
 __all__ = ["register", "Context"]

@@ -341,6 +341,13 @@ class ImageService:
 
     # -- pull / push --------------------------------------------------------------------------
 
+    async def inspect_remote(self, ref: str, *, auth: Any = None) -> dict[str, Any]:
+        """The registry's descriptor and platforms for `ref` (docker's distribution inspect)."""
+        from kobako.image.pull import inspect_remote
+
+        return await inspect_remote(parse_reference(ref), auth=auth,
+                                    insecure_registries=self.insecure_registries)
+
     async def pull(
         self,
         ref: str,

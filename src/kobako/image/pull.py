@@ -165,6 +165,35 @@ async def pull(
         ).run()
 
 
+async def inspect_remote(
+    ref: Reference | str,
+    *,
+    auth: Authenticator | Credentials | None = None,
+    insecure_registries: list[str] | None = None,
+    mirrors: list[str] | None = None,
+) -> dict[str, Any]:
+    """What the registry holds for `ref`, pulling nothing (GET /distribution/{name}/json):
+    the top manifest's descriptor and the platforms it serves (an index lists them; a
+    single image's come from its config)."""
+    if isinstance(ref, str):
+        ref = parse(ref)
+    client = RegistryClient(ref, auth=_as_authenticator(auth),
+                            insecure_registries=insecure_registries, mirrors=mirrors)
+    async with client:
+        top = await client.get_manifest(ref.repository, ref.reference)
+        media_type, doc = media.parse_manifest(top.data, top.media_type)
+        if media_type in media.INDEX_TYPES:
+            platforms = [m["platform"] for m in doc.get("manifests") or []
+                         if isinstance(m.get("platform"), dict)]
+        else:
+            config = json.loads(await client.read_blob(ref.repository, doc["config"]["digest"]))
+            platforms = [{k: config[k] for k in ("architecture", "os", "variant")
+                          if config.get(k)}]
+    return {"Descriptor": {"mediaType": media_type, "digest": top.digest,
+                           "size": len(top.data)},
+            "Platforms": platforms}
+
+
 class _Puller:
     def __init__(
         self,
