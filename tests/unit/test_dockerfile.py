@@ -61,7 +61,10 @@ def test_escaped_escape_at_end_does_not_continue() -> None:
 
 
 def test_comments_and_empty_lines_inside_continuation_are_dropped() -> None:
-    text = "FROM a\nRUN set -e \\\n    # explain the next step\n\n    && echo one \\\n#x\n    && echo two\nEXPOSE 80\n"
+    text = (
+        "FROM a\nRUN set -e \\\n    # explain the next step\n\n"
+        "    && echo one \\\n#x\n    && echo two\nEXPOSE 80\n"
+    )
     got = parse(text)
     assert got[1].args == ["set -e     && echo one     && echo two"]
     assert got[2].keyword == "EXPOSE" and got[2].line == 8
