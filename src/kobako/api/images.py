@@ -66,7 +66,7 @@ def registry_auth(request: web.Request) -> Any:
 Starter = Callable[[Callable[[dict[str, Any]], None]], Awaitable[Any]]
 
 
-async def _progress_call(request: web.Request, start: Starter,
+async def progress_call(request: web.Request, start: Starter,
                          finish: Callable[[Any], list[dict[str, Any]]] | None = None,
                          ) -> web.StreamResponse:
     """Run `start(progress)` (a coroutine, or a thread via to_thread), streaming progress."""
@@ -101,7 +101,7 @@ async def _progress_call(request: web.Request, start: Starter,
             if not request.get(STREAM_STARTED):
                 raise  # nothing sent yet: answer with the proper status
             log.info("streamed operation failed: %s", exc)
-            await stream.send_error(message_for(exc))
+            await stream.send_error(message_for(exc), getattr(exc, "exit_code", None))
             return await stream.finish()
         for message in (finish(result) if finish else []):
             await stream.send(message)
@@ -134,7 +134,7 @@ async def create(request: web.Request) -> web.StreamResponse:
     if from_image:
         reference = _join_ref(from_image, tag or "latest")
         auth = registry_auth(request)
-        result = await _progress_call(request, _refusals_as_dockerd(
+        result = await progress_call(request, _refusals_as_dockerd(
             "pull", reference,
             lambda progress: backend.pull(reference, platform=platform, auth=auth,
                                           progress=progress)))
@@ -183,7 +183,7 @@ def _spool_dir(request: web.Request) -> str | None:
     return path
 
 
-async def _spool_body(request: web.Request) -> IO[bytes]:
+async def spool_body(request: web.Request) -> IO[bytes]:
     """Copy the (possibly huge) request body to an anonymous temp file and rewind it."""
     f = tempfile.TemporaryFile(dir=_spool_dir(request))
     try:
@@ -235,7 +235,7 @@ async def _import(request: web.Request, src: str, tag: str | None,
     repo = str_param(request, "repo") or None
     changes = request.query.getall("changes", [])
     message = str_param(request, "message") or None
-    body = await (_spool_body(request) if src == "-" else _spool_url(request, src))
+    body = await (spool_body(request) if src == "-" else _spool_url(request, src))
     try:
         ref = _join_ref(repo, tag or "latest") if repo else None
         image_id = await asyncio.to_thread(
@@ -256,7 +256,7 @@ async def push(request: web.Request) -> web.StreamResponse:
     name = request.match_info["name"]
     reference = _join_ref(name, str_param(request, "tag"))
     auth = registry_auth(request)
-    result = await _progress_call(request, _refusals_as_dockerd(
+    result = await progress_call(request, _refusals_as_dockerd(
         "push", reference, lambda progress: backend.push(reference, auth=auth,
                                                          progress=progress)))
     ctx(request).events.publish("image", "push", reference, {"name": reference})
@@ -405,7 +405,7 @@ async def get_many(request: web.Request) -> web.StreamResponse:
 async def load(request: web.Request) -> web.StreamResponse:
     backend = ctx(request).image_backend()
     quiet = bool_param(request, "quiet")
-    body = await _spool_body(request)
+    body = await spool_body(request)
     try:
         # The library returns docker's "Loaded image: ..." lines, and also streams them
         # through `progress` when it has one.
@@ -416,7 +416,7 @@ async def load(request: web.Request) -> web.StreamResponse:
                 await stream.send({"stream": line + "\n"})
             result: web.StreamResponse = await stream.finish()
         else:
-            result = await _progress_call(
+            result = await progress_call(
                 request, lambda progress: asyncio.to_thread(backend.load, body, progress))
     finally:
         body.close()

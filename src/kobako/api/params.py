@@ -35,6 +35,20 @@ def str_param(request: web.Request, name: str, default: str | None = None) -> st
     return default if value is None else value
 
 
+def json_object_param(request: web.Request, name: str) -> dict[str, Any]:
+    """A query parameter holding a JSON object ({} when absent), e.g. /build's buildargs."""
+    raw = request.query.get(name)
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise BadRequest(f"{name}: invalid JSON") from None
+    if not isinstance(value, dict):
+        raise BadRequest(f"{name}: want a JSON object")
+    return value
+
+
 def filters_param(request: web.Request, name: str = "filters") -> dict[str, list[str]]:
     """Docker's filters: {"key": ["v", ...]} or the legacy {"key": {"v": true}}."""
     raw = request.query.get(name)

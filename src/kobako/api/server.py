@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from kobako.api import containers, images, networks, system, volumes
+from kobako.api import build, containers, images, networks, system, volumes
 from kobako.api import exec as exec_routes
 from kobako.api import version as v
 from kobako.api.context import CONTEXT_KEY, STREAM_STARTED, Context
@@ -72,6 +72,7 @@ def create_app(context: Context | None = None) -> web.Application:
 
     system.register(add)
     images.register(add)
+    build.register(add)
     containers.register(add)
     exec_routes.register(add)
     volumes.register(add)

@@ -177,8 +177,11 @@ class JSONStream:
         await self.start()
         await self.response.write(json.dumps(message).encode() + b"\r\n")
 
-    async def send_error(self, message: str) -> None:
-        await self.send({"errorDetail": {"message": message}, "error": message})
+    async def send_error(self, message: str, code: int | None = None) -> None:
+        detail: dict[str, Any] = {"message": message}
+        if code is not None:
+            detail = {"code": code, "message": message}  # a failed RUN's exit code
+        await self.send({"errorDetail": detail, "error": message})
 
     async def finish(self) -> web.StreamResponse:
         await self.start()

@@ -41,6 +41,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ns": ("ns:ns", "Show the namespaces of containers and the host, and which are shared"),
     "netns": ("netns:netns", "Link containers' network namespaces for `ip netns`"),
     # images
+    "build": ("build:build", "Build an image from a Dockerfile"),
     "pull": ("images:pull", "Download an image from a registry"),
     "push": ("images:push", "Upload an image to a registry"),
     "images": ("images:images", "List images"),

@@ -775,38 +775,56 @@ class ImageService:
         from kobako.image.importer import apply_changes
 
         base_id = None
-        host = media.host_platform()
-        base_cfg: dict[str, Any] = {"architecture": host.architecture, "os": host.os,
-                                     "rootfs": {"type": "layers", "diff_ids": []},
-                                     "history": [], "config": {}}
-        base_layers: list[dict] = []
         for row in self.db.containers(self.driver):
             if row["container_id"] == container_id:
                 base_id = row["image_id"]
                 break
-        if base_id:
-            base_cfg = json.loads(self.store.read(base_id))
-            base_layers = self.manifest(base_id)["layers"]
-        with tempfile.TemporaryFile(dir=self.tmp) as spool:
-            self.container_diff(container_id, spool)
-            spool.seek(0)
-            desc, diff_id = self.put_layer_tar(spool)
-        cfg = json.loads(json.dumps(base_cfg))
-        cfg["config"] = config if config is not None else (cfg.get("config") or {})
-        cfg["config"] = apply_changes(cfg["config"], changes or [])
-        cfg["created"] = now_rfc3339()
-        cfg["rootfs"]["diff_ids"] = list(cfg["rootfs"].get("diff_ids", [])) + [diff_id]
-        cfg.setdefault("history", []).append(
-            {"created": cfg["created"], "author": author, "comment": comment}
-        )
+        if config is None:
+            config = json.loads(self.store.read(base_id)).get("config") or {} if base_id else {}
+        extra: dict[str, Any] = {"container": container_id, "author": author,
+                                 "comment": comment}
         if container_config is not None:
-            cfg["container_config"] = container_config
-        cfg["container"] = container_id
-        cfg["author"] = author
-        cfg["comment"] = comment
+            extra["container_config"] = container_config
+        return self.derive(base_id, apply_changes(config, changes or []),
+                           [{"author": author, "comment": comment}],
+                           layer_from=container_id, extra=extra, reference=reference)
+
+    def derive(
+        self,
+        parent: str | None,
+        config: dict[str, Any],
+        history: list[dict[str, Any]],
+        *,
+        layer_from: str | None = None,
+        extra: dict[str, Any] | None = None,
+        reference: str | None = None,
+    ) -> str:
+        """A new image on `parent` (None: on nothing, as FROM scratch): `config` as its
+        config section, `history` appended, and with `layer_from` a container whose
+        changes become one more layer (a commit, a build's RUN or COPY)."""
+        host = media.host_platform()
+        cfg: dict[str, Any] = {"architecture": host.architecture, "os": host.os,
+                               "rootfs": {"type": "layers", "diff_ids": []},
+                               "history": [], "config": {}}
+        layers: list[dict] = []
+        if parent:
+            cfg = json.loads(self.store.read(parent))
+            layers = self.manifest(parent)["layers"]
+        cfg["config"] = json.loads(json.dumps(config))
+        cfg["created"] = now_rfc3339()
+        if layer_from is not None:
+            with tempfile.TemporaryFile(dir=self.tmp) as spool:
+                self.container_diff(layer_from, spool)
+                spool.seek(0)
+                desc, diff_id = self.put_layer_tar(spool)
+            layers = layers + [desc]
+            cfg["rootfs"]["diff_ids"] = list(cfg["rootfs"].get("diff_ids", [])) + [diff_id]
+        cfg["history"] = list(cfg.get("history") or []) + [
+            {"created": cfg["created"], **entry} for entry in history]
+        cfg.update(extra or {})
         cfg.pop("docker_version", None)
-        refs = [reference] if reference else []
-        return self.create_image(cfg, base_layers + [desc], refs=refs, parent=base_id)
+        return self.create_image(cfg, layers, refs=[reference] if reference else [],
+                                 parent=parent)
 
     # -- save / load / import (implemented in archive.py and importer.py) -----------------------
 

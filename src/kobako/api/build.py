@@ -1,0 +1,113 @@
+"""POST /build: the classic builder (kobako.engine.build), streamed as dockerd streams it."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import shutil
+import tempfile
+from typing import Any
+
+from aiohttp import web
+
+from kobako.api.context import ctx
+from kobako.api.errors import BadRequest
+from kobako.api.images import progress_call, spool_body
+from kobako.api.params import bool_param, int_param, json_object_param, str_param
+
+# query parameters that become the RUN containers' resources
+_RESOURCES = {"memory": "Memory", "memswap": "MemorySwap", "cpushares": "CpuShares",
+              "cpuperiod": "CpuPeriod", "cpuquota": "CpuQuota", "shmsize": "ShmSize"}
+
+
+async def build(request: web.Request) -> web.StreamResponse:
+    from kobako.engine.build import BuildOptions, unpack_context
+    from kobako.engine.build import build as run_build
+
+    if str_param(request, "version") == "2":
+        raise BadRequest("BuildKit (version=2) is not supported by kobako: "
+                         "use the classic builder (DOCKER_BUILDKIT=0)")
+    if str_param(request, "remote"):
+        raise BadRequest("a remote build context (a URL or a git repository) is not "
+                         "supported by kobako: send the context as the request body")
+    tags = request.query.getall("t", [])
+    _check_tags(tags)
+    host_config: dict[str, Any] = {key: int_param(request, name)
+                                   for name, key in _RESOURCES.items()
+                                   if int_param(request, name)}
+    for name, key in (("cpusetcpus", "CpusetCpus"), ("cpusetmems", "CpusetMems")):
+        if str_param(request, name):
+            host_config[key] = str_param(request, name)
+    options = BuildOptions(
+        dockerfile=str_param(request, "dockerfile") or "", tags=tags,
+        build_args=json_object_param(request, "buildargs"), labels=json_object_param(request, "labels"),
+        target=str_param(request, "target") or "", pull=bool_param(request, "pull"),
+        remove=bool_param(request, "rm", default=True),
+        force_remove=bool_param(request, "forcerm"), quiet=bool_param(request, "q"),
+        network_mode=str_param(request, "networkmode") or "", host_config=host_config,
+        platform=str_param(request, "platform") or None, auths=_registry_config(request))
+    service = ctx(request)
+    scratch = os.path.join(service.config.data_root, "tmp")
+    os.makedirs(scratch, mode=0o700, exist_ok=True)
+    workdir = tempfile.mkdtemp(prefix="build-", dir=scratch)
+    try:
+        context = os.path.join(workdir, "context")
+        os.mkdir(context)
+        body = await spool_body(request)
+        try:
+            await unpack_context(body, context)
+        finally:
+            body.close()
+
+        async def start(progress):
+            async def emit(message: dict[str, Any]) -> None:
+                progress(message)
+            return await run_build(service.containers, service.image_backend(), context,
+                                   options, emit)
+
+        return await progress_call(request, start)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def prune(request: web.Request) -> web.Response:
+    """The classic builder keeps no cache: nothing to prune (`docker system prune`)."""
+    return web.json_response({"CachesDeleted": None, "SpaceReclaimed": 0})
+
+
+def _check_tags(tags: list[str]) -> None:
+    from kobako.image.reference import parse
+
+    for tag in tags:
+        try:
+            parse(tag)
+        except ValueError as err:
+            raise BadRequest(f"invalid tag {tag!r}: {err}") from None
+
+
+def _registry_config(request: web.Request) -> dict[str, Any]:
+    """X-Registry-Config: base64 JSON of {registry: AuthConfig}, as credentials by registry."""
+    from kobako.image.auth import Credentials
+    from kobako.image.reference import normalize_registry
+
+    raw = request.headers.get("X-Registry-Config")
+    if not raw:
+        return {}
+    try:
+        data = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+    except (binascii.Error, ValueError) as err:
+        raise BadRequest(f"invalid X-Registry-Config header: {err}") from None
+    auths = {}
+    for registry, cfg in (data.items() if isinstance(data, dict) else []):
+        if isinstance(cfg, dict) and (cfg.get("username") or cfg.get("identitytoken")):
+            auths[normalize_registry(registry)] = Credentials(
+                str(cfg.get("username") or ""), str(cfg.get("password") or ""),
+                identity_token=cfg.get("identitytoken") or None)
+    return auths
+
+
+def register(add: Any) -> None:
+    add("POST", "/build", build)
+    add("POST", "/build/prune", prune)

@@ -1,0 +1,641 @@
+"""The classic builder: `docker build` without BuildKit (POST /build).
+
+As dockerd's builder/dockerfile does it: each RUN runs in a container of this engine
+and is committed as a layer; COPY and ADD extract the chosen files into a created
+(never started) container and commit that; the other instructions only change the
+image's config, which the next committed image (or the final one) carries. The
+context arrives as a tar and is unpacked with the hostile-tar checks of `docker cp`.
+
+Not done: the build cache (every build runs every step), ADD from a URL, heredocs,
+RUN --mount; BuildKit (version=2) is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import json
+import os
+import tarfile
+import tempfile
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+from kobako.engine import dockerfile
+from kobako.engine.errors import EngineError, InvalidParameter
+from kobako.image.errors import NotFound as ImageNotFound
+
+DEFAULT_SHELL = ["/bin/sh", "-c"]
+# build args every Dockerfile may use without declaring them (dockerd's BuiltinAllowedBuildArgs)
+BUILTIN_ARGS = frozenset({"HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy",
+                          "FTP_PROXY", "ftp_proxy", "NO_PROXY", "no_proxy",
+                          "ALL_PROXY", "all_proxy"})
+# the parts of an image config a Dockerfile sets (and a build starts from)
+CONFIG_KEYS = ("Env", "Cmd", "Entrypoint", "WorkingDir", "User", "Labels", "ExposedPorts",
+               "Volumes", "StopSignal", "Healthcheck", "OnBuild", "Shell", "ArgsEscaped")
+
+Emit = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class BuildFailed(EngineError):
+    """A step failed; `exit_code` is the failing RUN's (the docker CLI exits with it)."""
+
+    def __init__(self, message: str, code: int | None = None):
+        super().__init__(message)
+        self.exit_code = code
+
+
+@dataclass
+class BuildOptions:
+    dockerfile: str = "Dockerfile"
+    tags: list[str] = field(default_factory=list)
+    build_args: dict[str, str | None] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    target: str = ""
+    pull: bool = False
+    remove: bool = True  # intermediate containers of successful steps
+    force_remove: bool = False  # ... and of the failed one
+    quiet: bool = False
+    network_mode: str = ""
+    host_config: dict[str, Any] = field(default_factory=dict)  # Memory, CpuShares, ...
+    platform: str | None = None
+    auths: dict[str, Any] = field(default_factory=dict)  # registry -> credentials, for FROM
+
+
+@dataclass
+class Stage:
+    name: str
+    image_id: str | None  # None: scratch, or nothing committed yet on it
+    config: dict[str, Any]
+    args: dict[str, str | None] = field(default_factory=dict)  # declared ARGs and values
+    history: list[dict[str, Any]] = field(default_factory=list)  # not yet in an image
+    cmd_set: bool = False  # a CMD in this stage (an ENTRYPOINT after it keeps it)
+    author: str = ""  # MAINTAINER
+
+
+class Builder:
+    """One build: `await Builder(...).run()` returns the final image's id."""
+
+    def __init__(self, containers: Any, images: Any, context: str, options: BuildOptions,
+                 emit: Emit):
+        self.containers = containers
+        self.images = images
+        self.context = os.path.realpath(context)
+        self.options = options
+        self.emit = emit
+        self.stages: dict[str, Stage] = {}
+        self.global_args: dict[str, str | None] = {}
+        self.used_args: set[str] = set()
+        self.step = 0
+        self.steps = 0
+
+    # -- the build -------------------------------------------------------------------
+
+    async def run(self) -> str:
+        try:
+            instructions = dockerfile.parse(self._read_dockerfile())
+        except dockerfile.DockerfileError as err:
+            raise InvalidParameter(str(err)) from None
+        stages: list[list[dockerfile.Instruction]] = []
+        preamble: list[dockerfile.Instruction] = []
+        for ins in instructions:
+            if ins.keyword == "FROM":
+                stages.append([ins])
+            elif stages:
+                stages[-1].append(ins)
+            elif ins.keyword == "ARG":
+                preamble.append(ins)
+            else:
+                raise BuildFailed(f"Dockerfile parse error on line {ins.line}: "
+                                  f"{ins.keyword} before the first FROM")
+        if not stages:
+            raise BuildFailed("no build stage in current context")
+        if self.options.target:
+            names = [_stage_name(s[0]) for s in stages]
+            if self.options.target.lower() not in names:
+                raise BuildFailed(f"failed to reach build target {self.options.target} "
+                                  "in Dockerfile")
+            stages = stages[:names.index(self.options.target.lower()) + 1]
+        self.steps = len(preamble) + sum(len(s) for s in stages)
+        for ins in preamble:
+            await self._announce(ins)
+            self.global_args.update(self._declare(ins, {}, {}))
+        stage = None
+        for index, body in enumerate(stages):
+            stage = await self._from(body[0], index)
+            for ins in body[1:]:
+                await self._dispatch(stage, ins)
+        assert stage is not None
+        if self.options.labels:
+            stage.config["Labels"] = {**(stage.config.get("Labels") or {}),
+                                      **self.options.labels}
+            stage.history.append(_nop("LABEL " + " ".join(
+                f"{k}={v}" for k, v in self.options.labels.items())))
+        image_id = await self._commit(stage)
+        unused = sorted(set(self.options.build_args) - self.used_args - BUILTIN_ARGS)
+        if unused:
+            await self._say(f"[Warning] One or more build-args {unused} were not consumed\n")
+        return image_id
+
+    def _read_dockerfile(self) -> str:
+        name = self.options.dockerfile or "Dockerfile"
+        for candidate in [name] if self.options.dockerfile else ["Dockerfile", "dockerfile"]:
+            path = self._in_context(candidate)
+            if os.path.isfile(path):
+                with open(path, encoding="utf-8", errors="replace") as f:
+                    return f.read()
+        raise BuildFailed(f"Cannot locate specified Dockerfile: {name}")
+
+    # -- FROM ------------------------------------------------------------------------
+
+    async def _from(self, ins: dockerfile.Instruction, index: int) -> Stage:
+        await self._announce(ins)
+        env = {k: v for k, v in self.global_args.items() if v is not None}
+        base = dockerfile.expand(ins.args[0], env, ins.escape)
+        name = _stage_name(ins)
+        if base.lower() == "scratch":
+            stage = Stage(name, None, {"Env": [f"PATH={_DEFAULT_PATH}"]})
+        elif base.lower() in self.stages:
+            prior = self.stages[base.lower()]
+            stage = Stage(name, await self._commit(prior), json.loads(json.dumps(prior.config)))
+        else:
+            image_id = await self._base_image(base, ins.flags.get("platform"))
+            stage = Stage(name, image_id, await self._image_config(image_id))
+        self.stages[str(index)] = stage
+        if name:
+            self.stages[name] = stage
+        await self._say(f" ---> {_short(stage.image_id) if stage.image_id else 'scratch'}\n")
+        triggers = list(stage.config.get("OnBuild") or [])
+        stage.config["OnBuild"] = None  # triggers run once, in the image built on them
+        if triggers:
+            plural = "s" if len(triggers) > 1 else ""
+            await self._say(f"# Executing {len(triggers)} build trigger{plural}\n")
+            for nested in dockerfile.parse_triggers(triggers):
+                await self._dispatch(stage, nested, announce=False)
+        return stage
+
+    async def _base_image(self, ref: str, platform: str | None) -> str:
+        if not self.options.pull:
+            try:
+                return await asyncio.to_thread(self.images.resolve, ref)
+            except ImageNotFound:
+                pass
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[dict | None] = asyncio.Queue()
+
+        async def forward() -> None:
+            while (message := await queue.get()) is not None:
+                if not self.options.quiet:
+                    await self.emit(message)
+
+        from kobako.image.reference import parse as parse_reference
+
+        auth = self.options.auths.get(parse_reference(ref).registry)
+        forwarding = asyncio.ensure_future(forward())
+        try:
+            await self.images.pull(
+                ref, platform=platform or self.options.platform, auth=auth,
+                progress=lambda m: loop.call_soon_threadsafe(queue.put_nowait, dict(m)))
+        finally:
+            loop.call_soon_threadsafe(queue.put_nowait, None)
+            await forwarding
+        return await asyncio.to_thread(self.images.resolve, ref)
+
+    async def _image_config(self, image_id: str) -> dict[str, Any]:
+        doc = await asyncio.to_thread(self.images.inspect, image_id)
+        config = doc.get("Config") or {}
+        return {k: json.loads(json.dumps(config[k])) for k in CONFIG_KEYS
+                if config.get(k) is not None}
+
+    # -- the other instructions --------------------------------------------------------
+
+    async def _dispatch(self, stage: Stage, ins: dockerfile.Instruction, *,
+                        announce: bool = True) -> None:
+        if announce:
+            await self._announce(ins)
+        env = self._env(stage)
+        args = list(ins.args)
+        if ins.keyword in dockerfile.SPLITS_WORDS:
+            args = [w for a in args for w in dockerfile.expand_words(a, env, ins.escape)]
+        elif ins.keyword in dockerfile.EXPANDS and ins.keyword != "ARG":
+            args = [dockerfile.expand(a, env, ins.escape) for a in args]
+        config, keyword = stage.config, ins.keyword
+        if keyword == "RUN" and ins.flags:
+            raise BuildFailed(f"the --{next(iter(ins.flags))} option requires BuildKit")
+        if keyword == "RUN":
+            await self._run(stage, ins)
+            return
+        if keyword in ("COPY", "ADD"):
+            await self._copy(stage, ins, args)
+            return
+        if keyword == "ENV":
+            values = dict(e.split("=", 1) for e in config.get("Env") or [] if "=" in e)
+            values.update(zip(args[::2], args[1::2], strict=True))
+            config["Env"] = [f"{k}={v}" for k, v in values.items()]
+        elif keyword == "ARG":
+            stage.args.update(self._declare(ins, env, self.global_args))
+        elif keyword == "LABEL":
+            config["Labels"] = {**(config.get("Labels") or {}),
+                                **dict(zip(args[::2], args[1::2], strict=True))}
+        elif keyword == "EXPOSE":
+            config["ExposedPorts"] = {**(config.get("ExposedPorts") or {}),
+                                      **{_port(word): {} for word in args}}
+        elif keyword == "WORKDIR":
+            config["WorkingDir"] = os.path.normpath(
+                os.path.join(config.get("WorkingDir") or "/", args[0]))
+        elif keyword == "USER":
+            config["User"] = args[0]
+        elif keyword == "VOLUME":
+            if not args or any(not w for w in args):
+                raise BuildFailed("VOLUME specified can not be an empty string")
+            config["Volumes"] = {**(config.get("Volumes") or {}), **{w: {} for w in args}}
+        elif keyword == "STOPSIGNAL":
+            config["StopSignal"] = args[0]
+        elif keyword == "CMD":
+            config["Cmd"] = self._command(stage, ins)
+            stage.cmd_set = True
+        elif keyword == "ENTRYPOINT":
+            config["Entrypoint"] = self._command(stage, ins)
+            if not stage.cmd_set:
+                config["Cmd"] = None  # a new entrypoint drops the inherited CMD
+        elif keyword == "SHELL":
+            config["Shell"] = list(args)
+        elif keyword == "HEALTHCHECK":
+            config["Healthcheck"] = _healthcheck(ins)
+        elif keyword == "ONBUILD":
+            config["OnBuild"] = list(config.get("OnBuild") or []) + [args[0]]
+        elif keyword == "MAINTAINER":
+            stage.author = args[0]
+        else:
+            raise BuildFailed(f"unknown instruction: {keyword}")
+        stage.history.append(_nop(ins.original))
+
+    def _declare(self, ins: dockerfile.Instruction, env: dict[str, str],
+                 outer: dict[str, str | None]) -> dict[str, str | None]:
+        """ARG name[=default]: the build's --build-arg, else the default, else (in a
+        stage) the value of a global ARG of that name."""
+        declared: dict[str, str | None] = {}
+        for word in ins.args:
+            name, sep, default = word.partition("=")
+            value = dockerfile.expand(default, env, ins.escape) if sep else outer.get(name)
+            if name in self.options.build_args:
+                self.used_args.add(name)
+                value = self.options.build_args[name]
+            declared[name] = value
+        return declared
+
+    def _env(self, stage: Stage) -> dict[str, str]:
+        """What $VAR means in this stage: its ARGs, then its ENV over them (as dockerd)."""
+        env = {k: v for k, v in stage.args.items() if v is not None}
+        env.update(e.split("=", 1) for e in stage.config.get("Env") or [] if "=" in e)
+        return env
+
+    def _command(self, stage: Stage, ins: dockerfile.Instruction) -> list[str]:
+        if ins.json:
+            return list(ins.args)
+        return list(stage.config.get("Shell") or DEFAULT_SHELL) + [ins.args[0]]
+
+    # -- RUN ---------------------------------------------------------------------------
+
+    async def _run(self, stage: Stage, ins: dockerfile.Instruction) -> None:
+        if stage.image_id is None:
+            raise BuildFailed("RUN on an empty image (FROM scratch): there is no shell")
+        command = self._command(stage, ins)
+        args = {k: v for k, v in stage.args.items() if v is not None}
+        env_names = {e.split("=", 1)[0] for e in stage.config.get("Env") or []}
+        config = {"Image": stage.image_id, "Cmd": command, "Entrypoint": [""],
+                  "Env": list(stage.config.get("Env") or [])
+                  + [f"{k}={v}" for k, v in args.items() if k not in env_names],
+                  "User": stage.config.get("User") or "",
+                  "WorkingDir": stage.config.get("WorkingDir") or "",
+                  "AttachStdout": True, "AttachStderr": True, "Labels": {}}
+        host_config = {**self.options.host_config,
+                       "NetworkMode": self.options.network_mode or "default"}
+        cid = (await self.containers.create(config, host_config, {}, None, None))["Id"]
+        await self._say(f" ---> Running in {_short(cid)}\n")
+        try:
+            code = await self._run_container(cid)
+            if code != 0:
+                shown = json.dumps(command) if ins.json else " ".join(command)
+                raise BuildFailed(f"The command '{shown}' returned a non-zero code: {code}",
+                                  code=code)
+            prefix = f"|{len(args)} " + "".join(f"{k}={v} " for k, v in args.items()) \
+                if args else ""
+            await self._derive(stage, {"created_by": prefix + " ".join(command)}, cid)
+        except BaseException:
+            if self.options.force_remove:
+                await self._remove(cid)
+            raise
+        if self.options.remove or self.options.force_remove:
+            await self._remove(cid)
+        await self._say(f" ---> {_short(stage.image_id)}\n")
+
+    async def _run_container(self, cid: str) -> int:
+        attached = await self.containers.attach(cid, stream=True, logs=False, stdin=False,
+                                                stdout=True, stderr=True, detach_keys=None)
+        exited = await self.containers.wait(cid, "next-exit")
+        await self.containers.start(cid)
+        async for _stream, data in attached.output:
+            if not self.options.quiet:
+                await self.emit({"stream": data.decode("utf-8", errors="replace")})
+        return int((await exited).get("StatusCode") or 0)
+
+    async def _remove(self, cid: str) -> None:
+        try:
+            await self.containers.remove(cid, force=True, volumes=True, link=False)
+        except EngineError:
+            return  # gone already
+        await self._say(f"Removing intermediate container {_short(cid)}\n")
+
+    # -- COPY and ADD ------------------------------------------------------------------
+
+    async def _copy(self, stage: Stage, ins: dockerfile.Instruction, args: list[str]) -> None:
+        *sources, dest = args
+        dest_path = dest if dest.startswith("/") else \
+            os.path.join(stage.config.get("WorkingDir") or "/", dest) + \
+            ("/" if dest.endswith("/") or dest in (".", "./") else "")
+        chmod = _chmod(ins.flags.get("chmod"))
+        from_ref = ins.flags.get("from")
+        with tempfile.TemporaryDirectory(dir=os.path.dirname(self.context)) as tmp:
+            root = await self._source_root(from_ref, tmp) if from_ref else self.context
+            paths = [p for source in sources for p in _matches(root, source, ins.keyword)]
+            into_dir = len(paths) > 1 or any(_has_wildcard(s) for s in sources)
+            layer = os.path.join(tmp, "layer.tar")
+            with open(layer, "wb") as out:
+                await asyncio.to_thread(_write_copy_tar, out, paths, dest_path, into_dir, chmod,
+                                        ins.keyword == "ADD" and not from_ref)
+            created_by = f"/bin/sh -c #(nop) {ins.original}"
+            if stage.image_id is None:
+                await asyncio.to_thread(self._layer_on_scratch, stage, layer, created_by)
+            else:
+                await self._extract_and_derive(stage, layer, created_by, ins.flags.get("chown"))
+        await self._say(f" ---> {_short(stage.image_id)}\n")
+
+    async def _source_root(self, ref: str, tmp: str) -> str:
+        """COPY --from: a stage's or an image's files, exported into `tmp`."""
+        stage = self.stages.get(ref.lower())
+        image_id = await self._commit(stage) if stage else await self._base_image(ref, None)
+        created = await self.containers.create({"Image": image_id, "Cmd": ["true"]},
+                                               {"NetworkMode": "none"}, {}, None, None)
+        root = os.path.join(tmp, "from")
+        os.mkdir(root)
+        try:
+            chunks = await self.containers.export(created["Id"])
+            reader_fd, writer_fd = os.pipe()
+
+            async def feed() -> None:
+                with os.fdopen(writer_fd, "wb") as writer:
+                    async for chunk in chunks:
+                        await asyncio.to_thread(writer.write, chunk)
+
+            feeding = asyncio.ensure_future(feed())
+            with os.fdopen(reader_fd, "rb") as reader:
+                try:
+                    await unpack_context(reader, root)
+                finally:
+                    await feeding
+        finally:
+            await self.containers.remove(created["Id"], force=True, volumes=True, link=False)
+        return root
+
+    async def _extract_and_derive(self, stage: Stage, layer: str, created_by: str,
+                                  chown: str | None) -> None:
+        """Extract the layer tar into a created container of the stage's image (with
+        --chown as its user, so names resolve in the image) and commit that."""
+        config = {"Image": stage.image_id, "Cmd": ["true"], "User": chown or ""}
+        cid = (await self.containers.create(config, {"NetworkMode": "none"}, {}, None,
+                                            None))["Id"]
+        try:
+            with open(layer, "rb") as f:
+                await self.containers.archive_put(cid, "/", f, no_overwrite_dir_non_dir=False,
+                                                  copy_uid_gid=bool(chown))
+            await self._derive(stage, {"created_by": created_by}, cid)
+        finally:
+            await self.containers.remove(cid, force=True, volumes=True, link=False)
+
+    def _layer_on_scratch(self, stage: Stage, layer: str, created_by: str) -> None:
+        """The first layer of a FROM scratch stage: the tar is the layer itself."""
+        from kobako.image import media
+        from kobako.timestamps import now_rfc3339
+
+        with open(layer, "rb") as f:
+            desc, diff_id = self.images.put_layer_tar(f)
+        host, created = media.host_platform(), now_rfc3339()
+        history = [{**h, "empty_layer": True} for h in stage.history] + [
+            {"created_by": created_by}]
+        stage.history = []
+        cfg = {"architecture": host.architecture, "os": host.os, "created": created,
+               "author": stage.author, "config": stage.config,
+               "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+               "history": [{"created": created, **h} for h in history]}
+        stage.image_id = self.images.create_image(cfg, [desc])
+
+    async def _derive(self, stage: Stage, entry: dict[str, Any], container: str) -> None:
+        """The stage's next image: the container's changes as a layer, the config
+        changes since the last image in its history."""
+        history = [{**h, "empty_layer": True} for h in stage.history] + [entry]
+        stage.history = []
+        stage.image_id = await asyncio.to_thread(
+            self.images.derive, stage.image_id, stage.config, history, layer_from=container,
+            extra={"author": stage.author} if stage.author else None)
+
+    async def _commit(self, stage: Stage) -> str:
+        """The stage as an image: its last one, with the config changes since, if any."""
+        if stage.image_id is not None and not stage.history:
+            return stage.image_id
+        history = [{**h, "empty_layer": True} for h in stage.history]
+        stage.history = []
+        stage.image_id = await asyncio.to_thread(
+            self.images.derive, stage.image_id, stage.config, history,
+            extra={"author": stage.author} if stage.author else None)
+        return stage.image_id
+
+    # -- output and paths --------------------------------------------------------------
+
+    async def _announce(self, ins: dockerfile.Instruction) -> None:
+        self.step += 1
+        await self._say(f"Step {self.step}/{self.steps} : {ins.original}\n")
+
+    async def _say(self, text: str) -> None:
+        if not self.options.quiet:
+            await self.emit({"stream": text})
+
+    def _in_context(self, name: str) -> str:
+        path = os.path.realpath(os.path.join(self.context, name))
+        if path != self.context and not path.startswith(self.context + os.sep):
+            raise BuildFailed(f"forbidden path outside the build context: {name}")
+        return path
+
+
+async def build(containers: Any, images: Any, context: str, options: BuildOptions,
+                emit: Emit) -> str:
+    """Run the build, tag the image, and report it as dockerd does; its id."""
+    from kobako.image.reference import parse as parse_reference
+
+    image_id = await Builder(containers, images, context, options, emit).run()
+    await emit({"aux": {"ID": image_id}})
+    if options.quiet:
+        await emit({"stream": image_id + "\n"})
+    else:
+        await emit({"stream": f"Successfully built {_short(image_id)}\n"})
+    for tag in options.tags:
+        await asyncio.to_thread(images.tag, image_id, tag)
+        if not options.quiet:
+            await emit({"stream": f"Successfully tagged {parse_reference(tag).familiar()}\n"})
+    return image_id
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+_DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def _stage_name(ins: dockerfile.Instruction) -> str:
+    """FROM image AS name: the name, lower-cased as dockerd compares it."""
+    return ins.args[2].lower() if len(ins.args) == 3 else ""
+
+
+def _short(image_or_container: str | None) -> str:
+    return (image_or_container or "").removeprefix("sha256:")[:12]
+
+
+def _nop(text: str) -> dict[str, Any]:
+    return {"created_by": f"/bin/sh -c #(nop)  {text}"}
+
+
+def _port(word: str) -> str:
+    number, _, proto = word.partition("/")
+    if not number or not all(part.isdigit() for part in number.split("-")):
+        raise BuildFailed(f"invalid containerPort: {word}")
+    return f"{number}/{(proto or 'tcp').lower()}"
+
+
+def _healthcheck(ins: dockerfile.Instruction) -> dict[str, Any]:
+    if ins.args[0].upper() == "NONE":
+        return {"Test": ["NONE"]}
+    test = ["CMD", *ins.args[1:]] if ins.json else ["CMD-SHELL", ins.args[1]]
+    check: dict[str, Any] = {"Test": test}
+    for flag, key in (("interval", "Interval"), ("timeout", "Timeout"),
+                      ("start-period", "StartPeriod"), ("start-interval", "StartInterval")):
+        if flag in ins.flags:
+            check[key] = _duration(ins.flags[flag], flag)
+    if "retries" in ins.flags:
+        try:
+            check["Retries"] = int(ins.flags["retries"])
+        except ValueError:
+            raise BuildFailed(f"invalid --retries: {ins.flags['retries']}") from None
+    return check
+
+
+def _duration(text: str, flag: str) -> int:
+    try:
+        return dockerfile.parse_duration(text)
+    except ValueError as err:
+        raise BuildFailed(f"invalid --{flag}: {err}") from None
+
+
+def _chmod(text: str | None) -> int | None:
+    if not text:
+        return None
+    try:
+        mode = int(text, 8)
+    except ValueError:
+        mode = -1
+    if not 0 <= mode <= 0o7777:
+        raise BuildFailed(f"invalid --chmod={text}: want an octal mode")
+    return mode
+
+
+def _has_wildcard(pattern: str) -> bool:
+    return any(ch in pattern for ch in "*?[")
+
+
+def _matches(root: str, source: str, keyword: str) -> list[str]:
+    """Paths under `root` that `source` names, wildcards as Go's filepath.Match (which
+    never crosses a "/"), each resolved within the root."""
+    if source.startswith(("http://", "https://")):
+        raise BuildFailed(f"{keyword} from a URL is not supported by kobako: {source}")
+    clean = os.path.normpath("/" + source).lstrip("/")
+    if not _has_wildcard(clean):
+        path = os.path.join(root, clean) if clean else root
+        if not os.path.lexists(path):
+            raise BuildFailed(f"{keyword} failed: file not found in build context or "
+                              f"excluded by .dockerignore: stat {clean}: file does not exist")
+        return [_within(root, path, source)]
+    found = [root]
+    for part in clean.split("/"):
+        found = [os.path.join(d, name) for d in found if os.path.isdir(d)
+                 for name in sorted(os.listdir(d)) if fnmatch.fnmatchcase(name, part)]
+    if not found:
+        raise BuildFailed(f"{keyword} failed: no source files were specified")
+    return [_within(root, p, source) for p in found]
+
+
+def _within(root: str, path: str, source: str) -> str:
+    """`path`, refused if following its symlinks leaves the root."""
+    real = os.path.realpath(path)
+    if real != root and not real.startswith(root.rstrip("/") + "/"):
+        raise BuildFailed(f"forbidden path outside the build context: {source}")
+    return path
+
+
+def _write_copy_tar(out: BinaryIO, paths: list[str], dest: str, into_dir: bool,
+                    chmod: int | None, unpack_archives: bool) -> None:
+    """The files as a tar rooted at "/", each where Docker's COPY puts it: a directory's
+    contents into dest; a file to dest, or into it when dest ends in "/" or there are
+    several sources. Owned by root (--chown applies when extracted); --chmod sets modes.
+    ADD unpacks local tar archives into dest."""
+    def owned(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        if chmod is not None and not info.issym():
+            info.mode = chmod
+        return info
+
+    directory = dest.rstrip("/") or "/"
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tf:
+        for named in paths:
+            path = os.path.realpath(named)  # a source that is a symlink: what it points to
+            if os.path.isdir(path):
+                for name in sorted(os.listdir(path)):
+                    tf.add(os.path.join(path, name), arcname=_arc(directory, name),
+                           filter=owned)
+            elif unpack_archives and _is_archive(path):
+                with tarfile.open(path, mode="r:*") as archive:
+                    for member in archive:
+                        data = archive.extractfile(member) if member.isreg() else None
+                        member.name = _arc(directory, member.name)
+                        if member.islnk():
+                            member.linkname = _arc(directory, member.linkname)
+                        tf.addfile(member, data)
+            else:
+                into = dest.endswith("/") or into_dir
+                target = os.path.join(directory, os.path.basename(named)) if into else dest
+                tf.add(path, arcname=_arc(target, ""), recursive=False, filter=owned)
+
+
+def _arc(directory: str, name: str) -> str:
+    return os.path.normpath(os.path.join(directory, name)).lstrip("/") or "."
+
+
+def _is_archive(path: str) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(6)
+    if head.startswith((b"\x1f\x8b", b"BZh", b"\xfd7zXZ")):
+        return True
+    return tarfile.is_tarfile(path)
+
+
+async def unpack_context(body: BinaryIO, directory: str) -> None:
+    """A tar (maybe compressed) unpacked into `directory` with the checks `docker cp`
+    makes against hostile archives: the build context, or an image's files."""
+    from kobako.engine import archive
+
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        await asyncio.to_thread(archive.extract_tar, fd, "/", body, "the build context")
+    except InvalidParameter as err:
+        raise InvalidParameter(f"invalid build context: {err}") from None
+    finally:
+        os.close(fd)

@@ -1,0 +1,245 @@
+"""`docker build` (the classic builder, POST /build) through the real docker CLI and
+docker-py against a kobakod of the module's own; every build runs with --network none."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+import urllib.parse
+
+import docker
+import pytest
+
+
+def write(directory, files: dict[str, str | bytes]) -> str:
+    for name, content in files.items():
+        path = os.path.join(directory, name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(content.encode() if isinstance(content, str) else content)
+    return str(directory)
+
+
+def build(engine, context: str, *args: str, check: bool = True):
+    return engine.run("build", "--network", "none", *args, context, check=check, timeout=120)
+
+
+def inspect(engine, ref: str) -> dict:
+    return json.loads(engine.run("image", "inspect", ref, check=True).stdout)[0]
+
+
+def no_containers_left(engine) -> bool:
+    return engine.run("ps", "-aq", check=True).stdout.strip() == ""
+
+
+MULTI_STAGE = """\
+# parser directives and comments are not steps
+ARG BASE=busybox
+FROM ${BASE} AS base
+ARG GREETING=hello
+ENV APP=/app \\
+    MODE=test
+WORKDIR $APP
+COPY hello.txt ./
+COPY sub/ ./sub/
+RUN echo "$GREETING from $(pwd) in $MODE" > out.txt
+LABEL org.example.kind=base
+EXPOSE 8080 53/udp
+HEALTHCHECK --interval=5s --timeout=2s --retries=4 CMD test -f /app/out.txt
+CMD ["cat", "/app/out.txt"]
+
+FROM busybox
+COPY --from=base /app/out.txt /copied.txt
+USER 1000:1000
+ENTRYPOINT ["cat"]
+CMD ["/copied.txt"]
+"""
+
+
+def test_multi_stage_build_and_the_image_it_makes(engine, tmp_path):
+    context = write(tmp_path, {"Dockerfile": MULTI_STAGE, "hello.txt": "hi\n",
+                               "sub/s.txt": "s\n"})
+    out = build(engine, context, "-t", "kbt-build/multi:1", "--build-arg", "GREETING=bonjour")
+    assert "Step 1/17 : ARG BASE=busybox" in out.stdout
+    assert "Step 17/17 : CMD [\"/copied.txt\"]" in out.stdout
+    assert "Successfully tagged kbt-build/multi:1" in out.stdout
+    final = engine.run("run", "--rm", "--network", "none", "kbt-build/multi:1", check=True)
+    assert final.stdout == "bonjour from /app in test\n"
+    cfg = inspect(engine, "kbt-build/multi:1")["Config"]
+    assert cfg["User"] == "1000:1000"
+    assert cfg["Entrypoint"] == ["cat"] and cfg["Cmd"] == ["/copied.txt"]
+    # --target stops at the named stage, whose config is what its instructions made
+    build(engine, context, "-t", "kbt-build/multi:base", "--target", "base")
+    base = inspect(engine, "kbt-build/multi:base")["Config"]
+    assert "APP=/app" in base["Env"] and "MODE=test" in base["Env"]
+    assert base["WorkingDir"] == "/app"
+    assert base["Labels"] == {"org.example.kind": "base"}
+    assert base["ExposedPorts"] == {"8080/tcp": {}, "53/udp": {}}
+    assert base["Healthcheck"] == {"Test": ["CMD-SHELL", "test -f /app/out.txt"],
+                                   "Interval": 5_000_000_000, "Timeout": 2_000_000_000,
+                                   "Retries": 4}
+    listing = engine.run("run", "--rm", "--network", "none", "kbt-build/multi:base",
+                         "ls", "/app", "/app/sub", check=True).stdout.split()
+    assert {"hello.txt", "out.txt", "sub", "s.txt"} <= set(listing)
+    history = engine.run("history", "--no-trunc", "--format", "{{.CreatedBy}}",
+                         "kbt-build/multi:base", check=True).stdout
+    assert "|1 GREETING=hello /bin/sh -c echo" in history  # the ARG a RUN saw, as dockerd
+    assert no_containers_left(engine)
+    engine.run("rmi", "kbt-build/multi:1", "kbt-build/multi:base", check=True)
+
+
+def test_copy_rules_chown_chmod_wildcards_and_add_archives(engine, tmp_path):
+    layer = io.BytesIO()
+    with tarfile.open(fileobj=layer, mode="w:gz") as tf:
+        data = b"from the archive\n"
+        info = tarfile.TarInfo("inner/file.txt")
+        info.size = len(data)
+        tf.addfile(info, io.BytesIO(data))
+    dockerfile = """\
+FROM busybox
+COPY a.txt /file-named-so
+COPY *.log /logs/
+COPY --chown=1000:1000 --chmod=640 a.txt /owned/
+COPY --chown=nobody:nogroup a.txt /named/a.txt
+ADD bundle.tar.gz /unpacked/
+COPY a.txt /tmp/inside-tmp
+"""
+    context = write(tmp_path, {"Dockerfile": dockerfile, "a.txt": "a\n", "x.log": "x\n",
+                               "y.log": "y\n", "bundle.tar.gz": layer.getvalue()})
+    build(engine, context, "-t", "kbt-build/copy:1")
+    script = ("cat /file-named-so; ls /logs; stat -c '%u:%g %a' /owned/a.txt; "
+              "stat -c '%U:%G' /named/a.txt; cat /unpacked/inner/file.txt; "
+              "stat -c '%a' /tmp")
+    out = engine.run("run", "--rm", "--network", "none", "kbt-build/copy:1", "sh", "-c",
+                     script, check=True).stdout.split("\n")
+    assert out[:7] == ["a", "x.log", "y.log", "1000:1000 640", "nobody:nogroup",
+                       "from the archive", "1777"]  # an existing /tmp keeps its mode
+    engine.run("rmi", "kbt-build/copy:1", check=True)
+
+
+def test_from_scratch_onbuild_and_shell(engine, tmp_path):
+    busybox = write(tmp_path / "trigger", {"Dockerfile": (
+        "FROM busybox\nONBUILD RUN echo triggered > /triggered\n"
+        'SHELL ["/bin/sh", "-ec"]\n')})
+    build(engine, busybox, "-t", "kbt-build/onbuild:1")
+    child = write(tmp_path / "child", {"Dockerfile": "FROM kbt-build/onbuild:1\nRUN true\n"})
+    out = build(engine, child, "-t", "kbt-build/onbuild:child")
+    assert "Executing 1 build trigger" in out.stdout
+    assert engine.run("run", "--rm", "--network", "none", "kbt-build/onbuild:child", "cat",
+                      "/triggered", check=True).stdout == "triggered\n"
+    assert inspect(engine, "kbt-build/onbuild:child")["Config"].get("OnBuild") in (None, [])
+    assert inspect(engine, "kbt-build/onbuild:1")["Config"]["Shell"] == ["/bin/sh", "-ec"]
+    scratch = write(tmp_path / "scratch", {"Dockerfile": "FROM scratch\nCOPY f /f\n",
+                                           "f": "only me\n"})
+    build(engine, scratch, "-t", "kbt-build/scratch:1")
+    exported = engine.run("create", "--name", "kbt-build-scratch", "kbt-build/scratch:1",
+                          "x", check=True)
+    assert exported.returncode == 0
+    engine.run("rm", "kbt-build-scratch", check=True)
+    assert len(inspect(engine, "kbt-build/scratch:1")["RootFS"]["Layers"]) == 1
+    engine.run("rmi", "kbt-build/onbuild:child", "kbt-build/onbuild:1", "kbt-build/scratch:1",
+               check=True)
+
+
+def test_failures_and_what_they_leave(engine, tmp_path):
+    context = write(tmp_path, {"Dockerfile": "FROM busybox\nRUN echo partial; exit 3\n"})
+    failed = build(engine, context, check=False)
+    assert failed.returncode == 3  # the docker CLI exits with the RUN's code
+    assert "partial" in failed.stdout
+    assert "The command '/bin/sh -c echo partial; exit 3' returned a non-zero code: 3" \
+        in failed.stderr
+    kept = engine.run("ps", "-aq", check=True).stdout.split()
+    assert len(kept) == 1  # as dockerd: the failed step's container stays for a look
+    engine.run("rm", kept[0], check=True)
+    assert build(engine, context, "--force-rm", check=False).returncode == 3
+    assert no_containers_left(engine)
+
+    cases = {
+        "FROM busybox\nCOPY missing.txt /\n": "file not found in build context",
+        "FROM busybox\nFORM x\n": "unknown instruction: FORM",
+        "FROM busybox\nCOPY link /\n": "forbidden path outside the build context",
+        "FROM scratch\nRUN true\n": "RUN on an empty image",
+        "FROM busybox AS a\nFROM a\n": None,  # a stage as a base: fine
+    }
+    for number, (dockerfile, message) in enumerate(cases.items()):
+        directory = tmp_path / f"case{number}"
+        write(directory, {"Dockerfile": dockerfile})
+        os.symlink("/etc/passwd", directory / "link")
+        result = build(engine, str(directory), check=False)
+        if message is None:
+            assert result.returncode == 0, result.stderr
+        else:
+            assert result.returncode != 0 and message in result.stderr, (dockerfile, result)
+    bad_tag = build(engine, context, "-t", "UPPER:case", check=False)
+    assert bad_tag.returncode != 0 and "invalid" in bad_tag.stderr.lower()
+    assert no_containers_left(engine)
+
+
+def test_hostile_context_is_refused(engine):
+    """A context tar that climbs out of its directory: refused before any step runs."""
+    body = io.BytesIO()
+    with tarfile.open(fileobj=body, mode="w") as tf:
+        for name, data in (("Dockerfile", b"FROM busybox\n"), ("../escaped", b"x")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    client = engine.docker_py()
+    try:
+        with pytest.raises(docker.errors.APIError) as err:
+            list(client.api.build(fileobj=body, custom_context=True, network_mode="none",
+                                  decode=True))
+        assert err.value.response.status_code == 400
+        assert "invalid build context" in str(err.value)
+        with pytest.raises(docker.errors.APIError):
+            client.api._result(client.api._post(  # BuildKit is refused with a clear error
+                client.api._url("/build") + "?" + urllib.parse.urlencode({"version": "2"}),
+                data=b""))
+    finally:
+        client.close()
+
+
+def test_docker_py_build(engine, tmp_path):
+    context = write(tmp_path, {"Dockerfile": "FROM busybox\nARG WHO\nRUN echo $WHO > /who\n"})
+    client = engine.docker_py()
+    try:
+        # docker-py keeps the old default rm=False: its intermediate containers stay
+        image, logs = client.images.build(path=context, tag="kbt-build/py:1", rm=True,
+                                          network_mode="none", buildargs={"WHO": "py"},
+                                          labels={"built.by": "docker-py"})
+        assert "kbt-build/py:1" in image.tags
+        assert image.labels == {"built.by": "docker-py"}
+        assert any("Successfully built" in m.get("stream", "") for m in logs)
+        out = client.containers.run("kbt-build/py:1", "cat /who", remove=True,
+                                    network_mode="none")
+        assert out == b"py\n"
+        with pytest.raises(docker.errors.BuildError) as err:
+            client.images.build(fileobj=io.BytesIO(b"FROM busybox\nRUN exit 7\n"),
+                                network_mode="none", forcerm=True)
+        assert "returned a non-zero code: 7" in err.value.msg
+        client.images.remove("kbt-build/py:1")
+    finally:
+        client.close()
+    assert no_containers_left(engine)
+
+
+def test_kobako_cli_build_with_dockerignore_and_outside_dockerfile(engine, tmp_path):
+    context = write(tmp_path / "ctx", {
+        "keep.txt": "kept\n", "secret.key": "no\n", "logs/a.log": "x\n", "logs/keep.log": "y\n",
+        ".dockerignore": "*.key\nlogs/*\n!logs/keep.log\n"})
+    dockerfile = write(tmp_path / "elsewhere", {"build.Dockerfile": (
+        "FROM busybox\nCOPY . /ctx/\nRUN exit 0\n")})
+    out = engine.kobako("build", "--network", "none", "-t", "kbt-build/cli:1", "-f",
+                        os.path.join(dockerfile, "build.Dockerfile"), context)
+    assert "Successfully tagged kbt-build/cli:1" in out.stdout.decode()
+    files = engine.run("run", "--rm", "--network", "none", "kbt-build/cli:1", "find", "/ctx",
+                       "-type", "f", check=True).stdout.split()
+    assert "/ctx/keep.txt" in files and "/ctx/logs/keep.log" in files
+    assert "/ctx/secret.key" not in files and "/ctx/logs/a.log" not in files
+    failed = engine.kobako("build", "--network", "none", "--force-rm", "-f", "-", context,
+                           input=b"FROM busybox\nRUN exit 4\n", check=False)
+    assert failed.returncode == 4
+    assert b"returned a non-zero code: 4" in failed.stderr
+    engine.run("rmi", "kbt-build/cli:1", check=True)
+    assert no_containers_left(engine)
