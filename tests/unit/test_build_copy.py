@@ -9,7 +9,8 @@ import tarfile
 
 import pytest
 
-from kobako.engine.build import BuildFailed, _chmod, _matches, _port, _write_copy_tar
+from kobako.engine.build import BuildFailed, _chmod, _matches, _write_copy_tar
+from kobako.image.config_changes import port_key as _port
 
 
 @pytest.fixture
@@ -79,5 +80,5 @@ def test_modes_and_ports():
             _chmod(bad)
     assert _port("8080") == "8080/tcp" and _port("53/UDP") == "53/udp"
     assert _port("7000-7002") == "7000-7002/tcp"
-    with pytest.raises(BuildFailed):
+    with pytest.raises(ValueError):
         _port("http")

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from kobako.engine.dockerfile import (
+from kobako.image.dockerfile import (
     EXPANDS,
     DockerfileError,
     ExpandError,

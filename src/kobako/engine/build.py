@@ -22,11 +22,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-from kobako.engine import dockerfile
 from kobako.engine.errors import EngineError, InvalidParameter
+from kobako.image import config_changes, dockerfile
 from kobako.image.errors import NotFound as ImageNotFound
 
-DEFAULT_SHELL = ["/bin/sh", "-c"]
 # build args every Dockerfile may use without declaring them (dockerd's BuiltinAllowedBuildArgs)
 BUILTIN_ARGS = frozenset({"HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy",
                           "FTP_PROXY", "ftp_proxy", "NO_PROXY", "no_proxy",
@@ -214,61 +213,25 @@ class Builder:
                         announce: bool = True) -> None:
         if announce:
             await self._announce(ins)
-        env = self._env(stage)
-        args = list(ins.args)
-        if ins.keyword in dockerfile.SPLITS_WORDS:
-            args = [w for a in args for w in dockerfile.expand_words(a, env, ins.escape)]
-        elif ins.keyword in dockerfile.EXPANDS and ins.keyword != "ARG":
-            args = [dockerfile.expand(a, env, ins.escape) for a in args]
-        config, keyword = stage.config, ins.keyword
-        if keyword == "RUN" and ins.flags:
-            raise BuildFailed(f"the --{next(iter(ins.flags))} option requires BuildKit")
-        if keyword == "RUN":
+        args = config_changes.expanded_args(ins, self._env(stage))
+        if ins.keyword == "RUN":
+            if ins.flags:
+                raise BuildFailed(f"the --{next(iter(ins.flags))} option requires BuildKit")
             await self._run(stage, ins)
             return
-        if keyword in ("COPY", "ADD"):
+        if ins.keyword in ("COPY", "ADD"):
             await self._copy(stage, ins, args)
             return
-        if keyword == "ENV":
-            values = dict(e.split("=", 1) for e in config.get("Env") or [] if "=" in e)
-            values.update(zip(args[::2], args[1::2], strict=True))
-            config["Env"] = [f"{k}={v}" for k, v in values.items()]
-        elif keyword == "ARG":
-            stage.args.update(self._declare(ins, env, self.global_args))
-        elif keyword == "LABEL":
-            config["Labels"] = {**(config.get("Labels") or {}),
-                                **dict(zip(args[::2], args[1::2], strict=True))}
-        elif keyword == "EXPOSE":
-            config["ExposedPorts"] = {**(config.get("ExposedPorts") or {}),
-                                      **{_port(word): {} for word in args}}
-        elif keyword == "WORKDIR":
-            config["WorkingDir"] = os.path.normpath(
-                os.path.join(config.get("WorkingDir") or "/", args[0]))
-        elif keyword == "USER":
-            config["User"] = args[0]
-        elif keyword == "VOLUME":
-            if not args or any(not w for w in args):
-                raise BuildFailed("VOLUME specified can not be an empty string")
-            config["Volumes"] = {**(config.get("Volumes") or {}), **{w: {} for w in args}}
-        elif keyword == "STOPSIGNAL":
-            config["StopSignal"] = args[0]
-        elif keyword == "CMD":
-            config["Cmd"] = self._command(stage, ins)
-            stage.cmd_set = True
-        elif keyword == "ENTRYPOINT":
-            config["Entrypoint"] = self._command(stage, ins)
-            if not stage.cmd_set:
-                config["Cmd"] = None  # a new entrypoint drops the inherited CMD
-        elif keyword == "SHELL":
-            config["Shell"] = list(args)
-        elif keyword == "HEALTHCHECK":
-            config["Healthcheck"] = _healthcheck(ins)
-        elif keyword == "ONBUILD":
-            config["OnBuild"] = list(config.get("OnBuild") or []) + [args[0]]
-        elif keyword == "MAINTAINER":
+        if ins.keyword == "ARG":
+            stage.args.update(self._declare(ins, self._env(stage), self.global_args))
+        elif ins.keyword == "MAINTAINER":
             stage.author = args[0]
         else:
-            raise BuildFailed(f"unknown instruction: {keyword}")
+            try:
+                stage.cmd_set = config_changes.apply(stage.config, ins, args,
+                                                     cmd_set=stage.cmd_set)
+            except ValueError as err:
+                raise BuildFailed(str(err)) from None
         stage.history.append(_nop(ins.original))
 
     def _declare(self, ins: dockerfile.Instruction, env: dict[str, str],
@@ -288,20 +251,15 @@ class Builder:
     def _env(self, stage: Stage) -> dict[str, str]:
         """What $VAR means in this stage: its ARGs, then its ENV over them (as dockerd)."""
         env = {k: v for k, v in stage.args.items() if v is not None}
-        env.update(e.split("=", 1) for e in stage.config.get("Env") or [] if "=" in e)
+        env.update(config_changes.config_env(stage.config))
         return env
-
-    def _command(self, stage: Stage, ins: dockerfile.Instruction) -> list[str]:
-        if ins.json:
-            return list(ins.args)
-        return list(stage.config.get("Shell") or DEFAULT_SHELL) + [ins.args[0]]
 
     # -- RUN ---------------------------------------------------------------------------
 
     async def _run(self, stage: Stage, ins: dockerfile.Instruction) -> None:
         if stage.image_id is None:
             raise BuildFailed("RUN on an empty image (FROM scratch): there is no shell")
-        command = self._command(stage, ins)
+        command = config_changes.command(stage.config, ins)
         args = {k: v for k, v in stage.args.items() if v is not None}
         env_names = {e.split("=", 1)[0] for e in stage.config.get("Env") or []}
         config = {"Image": stage.image_id, "Cmd": command, "Entrypoint": [""],
@@ -502,37 +460,6 @@ def _short(image_or_container: str | None) -> str:
 
 def _nop(text: str) -> dict[str, Any]:
     return {"created_by": f"/bin/sh -c #(nop)  {text}"}
-
-
-def _port(word: str) -> str:
-    number, _, proto = word.partition("/")
-    if not number or not all(part.isdigit() for part in number.split("-")):
-        raise BuildFailed(f"invalid containerPort: {word}")
-    return f"{number}/{(proto or 'tcp').lower()}"
-
-
-def _healthcheck(ins: dockerfile.Instruction) -> dict[str, Any]:
-    if ins.args[0].upper() == "NONE":
-        return {"Test": ["NONE"]}
-    test = ["CMD", *ins.args[1:]] if ins.json else ["CMD-SHELL", ins.args[1]]
-    check: dict[str, Any] = {"Test": test}
-    for flag, key in (("interval", "Interval"), ("timeout", "Timeout"),
-                      ("start-period", "StartPeriod"), ("start-interval", "StartInterval")):
-        if flag in ins.flags:
-            check[key] = _duration(ins.flags[flag], flag)
-    if "retries" in ins.flags:
-        try:
-            check["Retries"] = int(ins.flags["retries"])
-        except ValueError:
-            raise BuildFailed(f"invalid --retries: {ins.flags['retries']}") from None
-    return check
-
-
-def _duration(text: str, flag: str) -> int:
-    try:
-        return dockerfile.parse_duration(text)
-    except ValueError as err:
-        raise BuildFailed(f"invalid --{flag}: {err}") from None
 
 
 def _chmod(text: str | None) -> int | None:

@@ -916,3 +916,15 @@ def expand_words(text: str, env: Mapping[str, str], escape: str = "\\") -> list[
         return _Lexer(text, env, escape).process()[1]
     except ValueError as e:
         raise ExpandError(text, str(e)) from None
+
+
+def parse_line(text: str) -> Instruction:
+    """One instruction on its own, as `docker commit --change` and `import --change`
+    give them (no FROM needed, no parser directives)."""
+    d = _Directives()
+    d.done = True
+    lines = _logical_lines(text, d)
+    if len(lines) != 1:
+        raise DockerfileError(f"want one instruction, got {len(lines)}: {text!r}")
+    line, lineno = lines[0]
+    return _build(line, lineno, "\\")
