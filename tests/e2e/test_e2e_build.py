@@ -243,3 +243,28 @@ def test_kobako_cli_build_with_dockerignore_and_outside_dockerfile(engine, tmp_p
     assert b"returned a non-zero code: 4" in failed.stderr
     engine.run("rmi", "kbt-build/cli:1", check=True)
     assert no_containers_left(engine)
+
+
+def test_build_cache(engine, tmp_path):
+    """A step is taken from the cache when what it starts from and what it does are the
+    same: file times do not count, file contents and build args do; --no-cache runs all."""
+    context = write(tmp_path, {"Dockerfile": (
+        "FROM busybox\nARG V=1\nCOPY f /f\nRUN cat /f > /g; echo $V >> /g\nCMD [\"cat\", \"/g\"]\n"),
+        "f": "one\n"})
+    first = build(engine, context, "-t", "kbt-build/cache:1")
+    assert "Using cache" not in first.stdout
+    image = inspect(engine, "kbt-build/cache:1")["Id"]
+    again = build(engine, context, "-t", "kbt-build/cache:1")
+    assert again.stdout.count("Using cache") == 2
+    assert inspect(engine, "kbt-build/cache:1")["Id"] == image
+    os.utime(os.path.join(context, "f"), (1, 1))
+    assert build(engine, context).stdout.count("Using cache") == 2
+    assert build(engine, context, "--build-arg", "V=2").stdout.count("Using cache") == 1
+    write(tmp_path, {"f": "two\n"})
+    changed = build(engine, context, "-t", "kbt-build/cache:1")
+    assert "Using cache" not in changed.stdout
+    assert engine.run("run", "--rm", "--network", "none", "kbt-build/cache:1",
+                      check=True).stdout == "two\n1\n"
+    assert "Using cache" not in build(engine, context, "--no-cache").stdout
+    engine.run("rmi", "kbt-build/cache:1", check=True)
+    assert no_containers_left(engine)

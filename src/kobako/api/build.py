@@ -44,6 +44,7 @@ async def build(request: web.Request) -> web.StreamResponse:
         dockerfile=str_param(request, "dockerfile") or "", tags=tags,
         build_args=json_object_param(request, "buildargs"), labels=json_object_param(request, "labels"),
         target=str_param(request, "target") or "", pull=bool_param(request, "pull"),
+        no_cache=bool_param(request, "nocache"),
         remove=bool_param(request, "rm", default=True),
         force_remove=bool_param(request, "forcerm"), quiet=bool_param(request, "q"),
         network_mode=str_param(request, "networkmode") or "", host_config=host_config,

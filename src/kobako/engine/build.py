@@ -6,7 +6,8 @@ and is committed as a layer; COPY and ADD extract the chosen files into a create
 image's config, which the next committed image (or the final one) carries. The
 context arrives as a tar and is unpacked with the hostile-tar checks of `docker cp`.
 
-Not done: the build cache (every build runs every step), ADD from a URL, heredocs,
+A step whose parent image, stage config and inputs match an earlier one's is taken
+from the cache (the image DB's build_cache table). Not done: ADD from a URL, heredocs,
 RUN --mount; BuildKit (version=2) is refused.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import hashlib
 import json
 import os
 import tarfile
@@ -52,6 +54,7 @@ class BuildOptions:
     build_args: dict[str, str | None] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
     target: str = ""
+    no_cache: bool = False  # run every step (what they make is still remembered)
     pull: bool = False
     remove: bool = True  # intermediate containers of successful steps
     force_remove: bool = False  # ... and of the failed one
@@ -270,6 +273,10 @@ class Builder:
                   "AttachStdout": True, "AttachStderr": True, "Labels": {}}
         host_config = {**self.options.host_config,
                        "NetworkMode": self.options.network_mode or "default"}
+        key = self._cache_key(stage, "RUN", config)
+        if await self._from_cache(stage, key):
+            return
+        parent = stage.image_id
         cid = (await self.containers.create(config, host_config, {}, None, None))["Id"]
         await self._say(f" ---> Running in {_short(cid)}\n")
         try:
@@ -281,6 +288,7 @@ class Builder:
             prefix = f"|{len(args)} " + "".join(f"{k}={v} " for k, v in args.items()) \
                 if args else ""
             await self._derive(stage, {"created_by": prefix + " ".join(command)}, cid)
+            await self._remember(parent, key, stage.image_id)
         except BaseException:
             if self.options.force_remove:
                 await self._remove(cid)
@@ -323,11 +331,17 @@ class Builder:
             with open(layer, "wb") as out:
                 await asyncio.to_thread(_write_copy_tar, out, paths, dest_path, into_dir, chmod,
                                         ins.keyword == "ADD" and not from_ref)
+            key = self._cache_key(stage, ins.keyword, ins.original, ins.flags,
+                                  await asyncio.to_thread(_content_digest, layer))
+            if await self._from_cache(stage, key):
+                return
+            parent = stage.image_id
             created_by = f"/bin/sh -c #(nop) {ins.original}"
             if stage.image_id is None:
                 await asyncio.to_thread(self._layer_on_scratch, stage, layer, created_by)
             else:
                 await self._extract_and_derive(stage, layer, created_by, ins.flags.get("chown"))
+            await self._remember(parent, key, stage.image_id)
         await self._say(f" ---> {_short(stage.image_id)}\n")
 
     async def _source_root(self, ref: str, tmp: str) -> str:
@@ -402,12 +416,40 @@ class Builder:
         """The stage as an image: its last one, with the config changes since, if any."""
         if stage.image_id is not None and not stage.history:
             return stage.image_id
+        key = self._cache_key(stage, "commit")
+        parent = stage.image_id
+        if await self._from_cache(stage, key, quiet=True):
+            return stage.image_id
         history = [{**h, "empty_layer": True} for h in stage.history]
         stage.history = []
         stage.image_id = await asyncio.to_thread(
             self.images.derive, stage.image_id, stage.config, history,
             extra={"author": stage.author} if stage.author else None)
+        await self._remember(parent, key, stage.image_id)
         return stage.image_id
+
+    # -- the cache ---------------------------------------------------------------------
+
+    def _cache_key(self, stage: Stage, *step: Any) -> str:
+        """What a step does, from where: the stage's config and not yet committed history,
+        and the step's own inputs (its command and environment, or its files' tar)."""
+        doc = [stage.config, stage.history, stage.author, *step]
+        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+    async def _from_cache(self, stage: Stage, key: str, quiet: bool = False) -> bool:
+        if self.options.no_cache:
+            return False
+        image_id = await asyncio.to_thread(self.images.cached_step, stage.image_id, key)
+        if image_id is None:
+            return False
+        stage.image_id, stage.history = image_id, []
+        if not quiet:
+            await self._say(f" ---> Using cache\n ---> {_short(image_id)}\n")
+        return True
+
+    async def _remember(self, parent: str | None, key: str, image_id: str | None) -> None:
+        if image_id is not None:
+            await asyncio.to_thread(self.images.cache_step, parent, key, image_id)
 
     # -- output and paths --------------------------------------------------------------
 
@@ -540,6 +582,23 @@ def _write_copy_tar(out: BinaryIO, paths: list[str], dest: str, into_dir: bool,
                 into = dest.endswith("/") or into_dir
                 target = os.path.join(directory, os.path.basename(named)) if into else dest
                 tf.add(path, arcname=_arc(target, ""), recursive=False, filter=owned)
+
+
+def _content_digest(tar_path: str) -> str:
+    """A digest of what COPY puts in the image: names, types, modes, owners, link targets
+    and contents, not the times (as dockerd's cache ignores them)."""
+    digest = hashlib.sha256()
+    with tarfile.open(tar_path, mode="r") as tf:
+        for member in tf:
+            digest.update(json.dumps([member.name, member.type.decode(), member.mode,
+                                      member.uid, member.gid, member.linkname,
+                                      member.size]).encode())
+            if member.isreg():
+                data = tf.extractfile(member)
+                assert data is not None
+                while chunk := data.read(1 << 20):
+                    digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _arc(directory: str, name: str) -> str:

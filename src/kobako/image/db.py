@@ -53,6 +53,12 @@ CREATE TABLE IF NOT EXISTS layer_snapshots (
     created REAL NOT NULL,
     PRIMARY KEY (chain_id, driver)
 );
+CREATE TABLE IF NOT EXISTS build_cache (
+    parent TEXT NOT NULL,             -- the image a build step started from ("" for scratch)
+    key TEXT NOT NULL,                -- what the step did (kobako.engine.build)
+    image_id TEXT NOT NULL,           -- the image it made
+    PRIMARY KEY (parent, key)
+);
 CREATE TABLE IF NOT EXISTS layer_containers (
     container_id TEXT PRIMARY KEY,
     image_id TEXT,
@@ -152,6 +158,8 @@ class ImageDB:
 
     def delete_image(self, image_id: str) -> None:
         with self.tx() as c:
+            c.execute("DELETE FROM build_cache WHERE image_id=? OR parent=?",
+                      (image_id, image_id))
             c.execute("DELETE FROM image_refs WHERE image_id=?", (image_id,))
             c.execute("DELETE FROM image_layers WHERE image_id=?", (image_id,))
             c.execute("DELETE FROM image_images WHERE id=?", (image_id,))
@@ -160,6 +168,15 @@ class ImageDB:
         return [LayerRow(**{k: r[k] for k in r.keys() if k != "image_id"}) for r in self._q(
             "SELECT * FROM image_layers WHERE image_id=? ORDER BY position", image_id
         )]
+
+    def cached_step(self, parent: str, key: str) -> str | None:
+        rows = self._q("SELECT image_id FROM build_cache WHERE parent=? AND key=?", parent, key)
+        return rows[0][0] if rows else None
+
+    def cache_step(self, parent: str, key: str, image_id: str) -> None:
+        with self.tx() as c:
+            c.execute("INSERT OR REPLACE INTO build_cache (parent, key, image_id) "
+                      "VALUES (?, ?, ?)", (parent, key, image_id))
 
     def children(self, image_id: str) -> list[str]:
         return [r[0] for r in self._q("SELECT id FROM image_images WHERE parent=?", image_id)]

@@ -789,6 +789,14 @@ class ImageService:
                            [{"author": author, "comment": comment}],
                            layer_from=container_id, extra=extra, reference=reference)
 
+    def cached_step(self, parent: str | None, key: str) -> str | None:
+        """The image a build step `key` made on `parent` before, if it is still here."""
+        image_id = self.db.cached_step(parent or "", key)
+        return image_id if image_id and self.db.get_image(image_id) else None
+
+    def cache_step(self, parent: str | None, key: str, image_id: str) -> None:
+        self.db.cache_step(parent or "", key, image_id)
+
     def derive(
         self,
         parent: str | None,

@@ -26,7 +26,7 @@ pass_state = click.make_pass_decorator(State)
 @click.option("--build-arg", "build_args", multiple=True, help="Set build-time variables")
 @click.option("--label", "labels", multiple=True, help="Set metadata for an image")
 @click.option("--target", help="Set the target build stage to build")
-@click.option("--no-cache", is_flag=True, help="Do not use cache (kobako keeps none)")
+@click.option("--no-cache", is_flag=True, help="Do not use cache when building the image")
 @click.option("--pull", is_flag=True, help="Always attempt to pull a newer version of the image")
 @click.option("--rm/--no-rm", "remove", default=True,
               help="Remove intermediate containers after a successful build")
