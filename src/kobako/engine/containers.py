@@ -153,8 +153,9 @@ class ContainerService(StorageOperations):
         """Find every running container's monitor again (live restore), repair what a
         daemon killed in the middle of an operation left, apply restart policies."""
         self.zygote.attach(asyncio.get_running_loop())
+        repaired = asyncio.Event()
         if self.networks is not None:
-            await self.networks.startup()
+            await self.networks.startup(repaired)  # the rest of it goes on meanwhile
         await asyncio.to_thread(self._sweep_unrecorded, set(self.containers))
         for c in list(self.containers.values()):
             if c.state["Status"] == "removing":
@@ -165,7 +166,8 @@ class ContainerService(StorageOperations):
             else:
                 await self._repair_stopped(c)
         if self.networks is not None:
-            await self.networks.sweep()  # what no running container owns after a crash
+            self.networks.release_stopped()  # the rest of the sweep comes with `repaired`
+        repaired.set()
         for c in list(self.containers.values()):
             policy = RestartPolicy(c.doc["HostConfig"].get("RestartPolicy"))
             if c.restart_task is not None and not c.restart_task.done():

@@ -10,9 +10,7 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass
-
-from pyroute2 import AsyncIPRoute
-from pyroute2.netlink.exceptions import NetlinkError
+from typing import Any
 
 from kobako.network import netns
 from kobako.network.errors import NetworkError
@@ -36,6 +34,16 @@ class Interface:
     tag: str
 
 
+def netlink() -> tuple[Any, type[Exception]]:
+    """pyroute2's AsyncIPRoute and NetlinkError, imported on first use: its package
+    imports every netlink family it knows (~100 ms, ~15 MiB), and the daemon answers
+    before it needs them (NetworkService.startup imports them on a thread)."""
+    from pyroute2 import AsyncIPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    return AsyncIPRoute, NetlinkError
+
+
 def _sysctl(path: str, value: str) -> None:
     with open(path, "w") as f:
         f.write(value)
@@ -43,6 +51,7 @@ def _sysctl(path: str, value: str) -> None:
 
 async def ensure_bridge(name: str, gateway: str, prefixlen: int, mtu: int, tag: str) -> None:
     """The bridge exists, is up, carries the gateway address and routes 127.0.0.1 DNAT."""
+    AsyncIPRoute, NetlinkError = netlink()
     async with AsyncIPRoute() as ipr:
         try:
             found = await ipr.link_lookup(ifname=name)
@@ -63,6 +72,7 @@ async def ensure_bridge(name: str, gateway: str, prefixlen: int, mtu: int, tag: 
 
 
 async def delete_link(name: str) -> None:
+    AsyncIPRoute, NetlinkError = netlink()
     async with AsyncIPRoute() as ipr:
         try:
             found = await ipr.link_lookup(ifname=name)
@@ -75,6 +85,7 @@ async def delete_link(name: str) -> None:
 
 async def tagged_links(prefix: str) -> dict[str, tuple[str, str]]:
     """ifname -> (alias, kind) for every host link whose alias starts with prefix."""
+    AsyncIPRoute = netlink()[0]
     out = {}
     async with AsyncIPRoute() as ipr:
         async for link in await ipr.link("dump"):
@@ -87,6 +98,7 @@ async def tagged_links(prefix: str) -> dict[str, tuple[str, str]]:
 
 async def host_routes() -> list[str]:
     """Destinations (CIDR) of the host's IPv4 routes, default route excluded."""
+    AsyncIPRoute = netlink()[0]
     out = []
     async with AsyncIPRoute() as ipr:
         async for route in await ipr.route("dump", family=socket.AF_INET):
@@ -98,6 +110,7 @@ async def host_routes() -> list[str]:
 
 async def attach(ns_path: str, bridge: str, itf: Interface) -> None:
     """A veth pair: host side on `bridge`, the other side in the namespace, configured."""
+    AsyncIPRoute, NetlinkError = netlink()
     async with AsyncIPRoute() as ipr:
         try:
             found = await ipr.link_lookup(ifname=bridge)

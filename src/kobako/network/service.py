@@ -140,6 +140,7 @@ class NetworkService:
         self.nets: dict[str, Network] = {d["Id"]: Network(d) for d in self.store.networks()}
         self.ports: dict[str, list[portmap.Binding]] = {}
         self.lock = asyncio.Lock()
+        self.restoring: asyncio.Task | None = None  # startup's background part
         self.dns = DNSServer(self._dns_lookup, self._dns_reverse, self._dns_upstreams)
 
     # -- daemon lifecycle --------------------------------------------------------------
@@ -168,8 +169,29 @@ class NetworkService:
                 await nat.apply(nat.teardown(f"kobako_{key}"))
             os.unlink(path)
 
-    async def startup(self) -> None:
-        """Bridges, rules, port reservations and DNS for the containers still running."""
+    async def startup(self, repaired: asyncio.Event) -> None:
+        """The predefined networks now (a --bip that attached containers forbid stops the
+        daemon); the rest on a task of its own, so that the API answers meanwhile: it
+        holds the network lock, which every network operation waits for, while it
+        imports pyroute2 (on a thread) and brings back the bridges, rules, port
+        reservations and DNS of the running containers; once `repaired` is set (the
+        containers' own repair is done) it sweeps what no running container owns."""
+        async with self.lock:
+            await self._predefined()
+        self.restoring = asyncio.get_running_loop().create_task(self._restore(repaired))
+        await asyncio.sleep(0)  # the task takes the lock before any request can
+
+    async def _restore(self, repaired: asyncio.Event) -> None:
+        try:
+            async with self.lock:
+                await asyncio.to_thread(bridge.netlink)
+                await self._restore_running()
+            await repaired.wait()
+            await self.sweep()
+        except Exception:  # noqa: BLE001 - the daemon goes on; network operations report
+            log.exception("restoring the networks failed")
+
+    async def _restore_running(self) -> None:
         try:
             await self._sweep_dead_daemons()
         except OSError as err:
@@ -179,45 +201,59 @@ class NetworkService:
                 f.write("1")
         except OSError as err:
             log.warning("cannot enable IPv4 forwarding: %s", err)
-        async with self.lock:
-            await self._predefined()
-            for net in self.nets.values():
-                if net.is_bridge:
-                    await self._ensure_bridge(net)
-            running = self._running_ids()
-            for ep in self.store.endpoints():
-                if ep.container_id in running and netns.is_mounted(self._ns_path(ep.container_id)):
-                    c = self.containers.containers[ep.container_id]
-                    net = self.nets.get(ep.network_id)
-                    if net is not None and net.user_defined:
-                        try:
-                            await self.dns.add(ep.container_id, self._ns_path(ep.container_id))
-                        except OSError as err:
-                            log.warning("no DNS for %s: %s", ep.container_id[:12], err)
-                    if ep.container_id not in self.ports:
-                        self.ports[ep.container_id] = self._rebind(c.doc)
-            await self._apply()
+        for net in self.nets.values():
+            if net.is_bridge:
+                await self._ensure_bridge(net)
+        running = self._running_ids()
+        for ep in self.store.endpoints():
+            if ep.container_id in running and netns.is_mounted(self._ns_path(ep.container_id)):
+                c = self.containers.containers[ep.container_id]
+                net = self.nets.get(ep.network_id)
+                if net is not None and net.user_defined:
+                    try:
+                        await self.dns.add(ep.container_id, self._ns_path(ep.container_id))
+                    except OSError as err:
+                        log.warning("no DNS for %s: %s", ep.container_id[:12], err)
+                if ep.container_id not in self.ports:
+                    self.ports[ep.container_id] = self._rebind(c.doc)
+        await self._apply()
+
+    def _owners(self) -> set[str]:
+        """Containers that own their network: running ones, and those being started,
+        stopped or removed (their lock is held; restart policies start some at start-up)."""
+        return self._running_ids() | {
+            cid for cid, c in self.containers.containers.items() if c.lock.locked()}
+
+    def release_stopped(self) -> None:
+        """Unmount the network namespaces of containers that are not running any more
+        (after a crash, a SIGKILL), and forget their endpoints. No netlink needed: with
+        its last reference gone the namespace goes, and its veth pair with it."""
+        owners = self._owners()
+        for ep in self.store.endpoints():
+            if ep.container_id not in owners:
+                self.store.delete_endpoint(ep.network_id, ep.container_id)
+        if os.path.isdir(self.netns_dir):
+            for name in os.listdir(self.netns_dir):
+                if name not in owners:
+                    netns.remove(os.path.join(self.netns_dir, name))
+        for cid in list(self.ports):
+            if cid not in owners:
+                portmap.release(self.ports.pop(cid))
 
     async def sweep(self) -> None:
-        """Remove what no running container owns (after a crash, a SIGKILL)."""
+        """Remove what no running container owns: namespaces, links, port reservations,
+        `ip netns` exposures; then the rules are rebuilt."""
         async with self.lock:
-            running = self._running_ids()
+            running = self._owners()
             for ep in self.store.endpoints():
                 if ep.container_id not in running:
                     await bridge.delete_link(ep.host_ifname)
-                    self.store.delete_endpoint(ep.network_id, ep.container_id)
-            if os.path.isdir(self.netns_dir):
-                for name in os.listdir(self.netns_dir):
-                    if name not in running:
-                        netns.remove(os.path.join(self.netns_dir, name))
+            self.release_stopped()
             owned = {ep.host_ifname for ep in self.store.endpoints()}
             bridges = {n.bridge for n in self.nets.values() if n.is_bridge}
             for ifname, (_alias, _kind) in (await bridge.tagged_links(self.tag)).items():
                 if ifname not in owned and ifname not in bridges:
                     await bridge.delete_link(ifname)
-            for cid in list(self.ports):
-                if cid not in running:
-                    portmap.release(self.ports.pop(cid))
             for exposed in exposure.records():
                 if exposed.container_id in self.containers.containers \
                         and exposed.container_id not in running:
@@ -226,6 +262,9 @@ class NetworkService:
 
     async def shutdown(self) -> None:
         """Stop serving DNS; with no container running, take the bridges and rules down."""
+        if self.restoring is not None and not self.restoring.done():
+            self.restoring.cancel()  # stopped right after the start: the next start redoes it
+            await asyncio.gather(self.restoring, return_exceptions=True)
         await self.dns.close()
         for bindings in self.ports.values():
             portmap.release(bindings)
