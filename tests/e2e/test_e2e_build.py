@@ -3,10 +3,12 @@ docker-py against a kobakod of the module's own; every build runs with --network
 
 from __future__ import annotations
 
+import http.server
 import io
 import json
 import os
 import tarfile
+import threading
 import urllib.parse
 
 import docker
@@ -267,4 +269,40 @@ def test_build_cache(engine, tmp_path):
                       check=True).stdout == "two\n1\n"
     assert "Using cache" not in build(engine, context, "--no-cache").stdout
     engine.run("rmi", "kbt-build/cache:1", check=True)
+    assert no_containers_left(engine)
+
+
+def test_add_from_a_url(engine, tmp_path):
+    """ADD <url> downloads (a server on loopback here): mode 600, never unpacked; COPY
+    refuses URLs; a failing download fails the build."""
+    served = write(tmp_path / "www", {"file.txt": "downloaded\n"})
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=served, **kwargs)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        context = write(tmp_path / "ctx", {"Dockerfile": (
+            f"FROM busybox\nADD {base}/file.txt /dl/\nADD {base}/file.txt /renamed\n")})
+        build(engine, context, "-t", "kbt-build/url:1")
+        out = engine.run("run", "--rm", "--network", "none", "kbt-build/url:1", "sh", "-c",
+                         "cat /dl/file.txt /renamed; stat -c %a /dl/file.txt",
+                         check=True).stdout
+        assert out == "downloaded\ndownloaded\n600\n"
+        for dockerfile, message in ((f"FROM busybox\nCOPY {base}/file.txt /\n",
+                                     "source can't be a URL for COPY"),
+                                    (f"FROM busybox\nADD {base}/missing /\n", "404")):
+            write(tmp_path / "ctx", {"Dockerfile": dockerfile})
+            failed = build(engine, context, check=False)
+            assert failed.returncode != 0 and message in failed.stderr, failed
+    finally:
+        server.shutdown()
+        server.server_close()
+    engine.run("rmi", "kbt-build/url:1", check=True)
     assert no_containers_left(engine)

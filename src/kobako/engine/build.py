@@ -7,8 +7,8 @@ image's config, which the next committed image (or the final one) carries. The
 context arrives as a tar and is unpacked with the hostile-tar checks of `docker cp`.
 
 A step whose parent image, stage config and inputs match an earlier one's is taken
-from the cache (the image DB's build_cache table). Not done: ADD from a URL, heredocs,
-RUN --mount; BuildKit (version=2) is refused.
+from the cache (the image DB's build_cache table). Not done: heredocs, RUN --mount;
+BuildKit (version=2) is refused.
 """
 
 from __future__ import annotations
@@ -325,12 +325,19 @@ class Builder:
         from_ref = ins.flags.get("from")
         with tempfile.TemporaryDirectory(dir=os.path.dirname(self.context)) as tmp:
             root = await self._source_root(from_ref, tmp) if from_ref else self.context
-            paths = [p for source in sources for p in _matches(root, source, ins.keyword)]
+            urls = [s for s in sources if _is_url(s)]
+            if urls and (ins.keyword == "COPY" or from_ref):
+                raise BuildFailed(f"source can't be a URL for {ins.keyword}: {urls[0]}")
+            downloaded = [await _download(url, os.path.join(tmp, f"url{n}"))
+                          for n, url in enumerate(urls)]
+            paths = [p for source in sources if not _is_url(source)
+                     for p in _matches(root, source, ins.keyword)] + downloaded
             into_dir = len(paths) > 1 or any(_has_wildcard(s) for s in sources)
             layer = os.path.join(tmp, "layer.tar")
+            unpack = set() if ins.keyword == "COPY" or from_ref else set(paths) - set(downloaded)
             with open(layer, "wb") as out:
                 await asyncio.to_thread(_write_copy_tar, out, paths, dest_path, into_dir, chmod,
-                                        ins.keyword == "ADD" and not from_ref)
+                                        unpack)
             key = self._cache_key(stage, ins.keyword, ins.original, ins.flags,
                                   await asyncio.to_thread(_content_digest, layer))
             if await self._from_cache(stage, key):
@@ -516,6 +523,41 @@ def _chmod(text: str | None) -> int | None:
     return mode
 
 
+def _is_url(source: str) -> bool:
+    return source.startswith(("http://", "https://"))
+
+
+async def _download(url: str, directory: str) -> str:
+    """ADD <url>: the file, named after the URL's last path element, mode 600 and the
+    server's Last-Modified as its mtime (as dockerd); never unpacked."""
+    import email.utils
+    import urllib.parse
+
+    import aiohttp
+
+    os.mkdir(directory)
+    path = os.path.join(directory, os.path.basename(urllib.parse.urlparse(url).path)
+                        or "download")
+    try:
+        async with aiohttp.ClientSession() as session, session.get(url) as resp:
+            if resp.status != 200:
+                raise BuildFailed(f"ADD {url}: the server answered {resp.status} {resp.reason}")
+            with open(path, "wb") as f:
+                async for chunk in resp.content.iter_chunked(1 << 20):
+                    await asyncio.to_thread(f.write, chunk)
+            modified = resp.headers.get("Last-Modified")
+    except aiohttp.ClientError as err:
+        raise BuildFailed(f"ADD {url}: {err}") from None
+    os.chmod(path, 0o600)
+    if modified:
+        try:
+            stamp = email.utils.parsedate_to_datetime(modified).timestamp()
+            os.utime(path, (stamp, stamp))
+        except (TypeError, ValueError):
+            pass  # an unreadable date: the download's own time stays
+    return path
+
+
 def _has_wildcard(pattern: str) -> bool:
     return any(ch in pattern for ch in "*?[")
 
@@ -523,8 +565,6 @@ def _has_wildcard(pattern: str) -> bool:
 def _matches(root: str, source: str, keyword: str) -> list[str]:
     """Paths under `root` that `source` names, wildcards as Go's filepath.Match (which
     never crosses a "/"), each resolved within the root."""
-    if source.startswith(("http://", "https://")):
-        raise BuildFailed(f"{keyword} from a URL is not supported by kobako: {source}")
     clean = os.path.normpath("/" + source).lstrip("/")
     if not _has_wildcard(clean):
         path = os.path.join(root, clean) if clean else root
@@ -550,11 +590,11 @@ def _within(root: str, path: str, source: str) -> str:
 
 
 def _write_copy_tar(out: BinaryIO, paths: list[str], dest: str, into_dir: bool,
-                    chmod: int | None, unpack_archives: bool) -> None:
+                    chmod: int | None, unpack: set[str]) -> None:
     """The files as a tar rooted at "/", each where Docker's COPY puts it: a directory's
     contents into dest; a file to dest, or into it when dest ends in "/" or there are
     several sources. Owned by root (--chown applies when extracted); --chmod sets modes.
-    ADD unpacks local tar archives into dest."""
+    The paths in `unpack` (ADD's local files) are unpacked into dest if they are tars."""
     def owned(info: tarfile.TarInfo) -> tarfile.TarInfo:
         info.uid = info.gid = 0
         info.uname = info.gname = ""
@@ -570,7 +610,7 @@ def _write_copy_tar(out: BinaryIO, paths: list[str], dest: str, into_dir: bool,
                 for name in sorted(os.listdir(path)):
                     tf.add(os.path.join(path, name), arcname=_arc(directory, name),
                            filter=owned)
-            elif unpack_archives and _is_archive(path):
+            elif named in unpack and _is_archive(path):
                 with tarfile.open(path, mode="r:*") as archive:
                     for member in archive:
                         data = archive.extractfile(member) if member.isreg() else None
