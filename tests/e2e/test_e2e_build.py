@@ -9,6 +9,7 @@ import json
 import os
 import tarfile
 import threading
+import time
 import urllib.parse
 
 import docker
@@ -306,3 +307,16 @@ def test_add_from_a_url(engine, tmp_path):
         server.server_close()
     engine.run("rmi", "kbt-build/url:1", check=True)
     assert no_containers_left(engine)
+
+
+def test_build_is_seen_in_events(engine, tmp_path):
+    context = write(tmp_path, {"Dockerfile": "FROM busybox\nRUN true\n"})
+    start = str(int(time.time()) - 1)
+    build(engine, context, "-t", "kbt-build/events:1")
+    until = str(int(time.time()) + 1)
+    events = engine.run("events", "--since", start, "--until", until, "--format",
+                        "{{.Type}} {{.Action}}", check=True).stdout.splitlines()
+    # the RUN's container went through its life, and the image was tagged
+    assert "container create" in events and "container destroy" in events
+    assert "image tag" in events
+    engine.run("rmi", "kbt-build/events:1", check=True)

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from kobako.api.context import ctx
 from kobako.api.errors import BadRequest
-from kobako.api.images import progress_call, spool_body
+from kobako.api.images import familiar_ref, progress_call, spool_body
 from kobako.api.params import bool_param, int_param, json_object_param, str_param
 
 # query parameters that become the RUN containers' resources
@@ -65,8 +65,11 @@ async def build(request: web.Request) -> web.StreamResponse:
         async def start(progress):
             async def emit(message: dict[str, Any]) -> None:
                 progress(message)
-            return await run_build(service.containers, service.image_backend(), context,
-                                   options, emit)
+            image_id = await run_build(service.containers, service.image_backend(), context,
+                                       options, emit)
+            for tag in options.tags:
+                service.events.publish("image", "tag", image_id, {"name": familiar_ref(tag)})
+            return image_id
 
         return await progress_call(request, start)
     finally:

@@ -138,8 +138,8 @@ async def create(request: web.Request) -> web.StreamResponse:
             "pull", reference,
             lambda progress: backend.pull(reference, platform=platform, auth=auth,
                                           progress=progress)))
-        ctx(request).events.publish("image", "pull", _familiar(reference),
-                                    {"name": _familiar(reference)})
+        ctx(request).events.publish("image", "pull", familiar_ref(reference),
+                                    {"name": familiar_ref(reference)})
         return result
     if from_src:
         return await _import(request, from_src, tag, platform)
@@ -159,7 +159,7 @@ def _refusals_as_dockerd(verb: str, reference: str, start: Starter) -> Starter:
         except AuthError as err:
             if err.status == 403 and verb == "pull":
                 raise NotFound(
-                    f"pull access denied for {_familiar(reference, name_only=True)}, repository does "
+                    f"pull access denied for {familiar_ref(reference, name_only=True)}, repository does "
                     f"not exist or may require 'docker login': {err}") from None
             raise RegistryError(str(err), status=500) from None
     return run
@@ -245,7 +245,7 @@ async def _import(request: web.Request, src: str, tag: str | None,
     finally:
         body.close()
     ctx(request).events.publish("image", "import", image_id,
-                                {"name": _familiar(ref) if ref else image_id})
+                                {"name": familiar_ref(ref) if ref else image_id})
     stream = JSONStream(request)
     await stream.send({"status": image_id})
     return await stream.finish()
@@ -272,11 +272,11 @@ async def tag(request: web.Request) -> web.Response:
     target = _join_ref(repo, str_param(request, "tag") or "latest")
     await asyncio.to_thread(backend.tag, name, target)
     ctx(request).events.publish("image", "tag", await _image_id(backend, target),
-                                {"name": _familiar(target)})
+                                {"name": familiar_ref(target)})
     return web.Response(status=201)
 
 
-def _familiar(ref: str, name_only: bool = False) -> str:
+def familiar_ref(ref: str, name_only: bool = False) -> str:
     """Docker names images in events and errors the short way ("busybox:latest", or
     "busybox" with `name_only`)."""
     try:
