@@ -320,3 +320,15 @@ def test_build_is_seen_in_events(engine, tmp_path):
     assert "container create" in events and "container destroy" in events
     assert "image tag" in events
     engine.run("rmi", "kbt-build/events:1", check=True)
+
+
+def test_run_options_of_the_build(engine, tmp_path):
+    """--add-host and --ulimit reach the RUN containers (not the image)."""
+    context = write(tmp_path, {"Dockerfile": (
+        "FROM busybox\nRUN grep -q kbt-host /etc/hosts && test \"$(ulimit -n)\" = 512\n")})
+    ok = build(engine, context, "--no-cache", "--add-host", "kbt-host:10.1.2.3",
+               "--ulimit", "nofile=512:512", check=False)
+    assert ok.returncode == 0, ok.stderr
+    assert build(engine, context, "--no-cache", check=False).returncode == 1
+    assert engine.run("ps", "-aq", "--filter", "status=exited", check=True).stdout.strip()
+    engine.run("container", "prune", "-f", check=True)

@@ -37,9 +37,17 @@ async def build(request: web.Request) -> web.StreamResponse:
     host_config: dict[str, Any] = {key: int_param(request, name)
                                    for name, key in _RESOURCES.items()
                                    if int_param(request, name)}
-    for name, key in (("cpusetcpus", "CpusetCpus"), ("cpusetmems", "CpusetMems")):
+    for name, key in (("cpusetcpus", "CpusetCpus"), ("cpusetmems", "CpusetMems"),
+                      ("cgroupparent", "CgroupParent")):
         if str_param(request, name):
             host_config[key] = str_param(request, name)
+    if str_param(request, "extrahosts"):  # --add-host, joined with commas by the CLI
+        host_config["ExtraHosts"] = str_param(request, "extrahosts").split(",")
+    if str_param(request, "ulimits"):
+        try:
+            host_config["Ulimits"] = json.loads(str_param(request, "ulimits"))
+        except ValueError:
+            raise BadRequest("ulimits: invalid JSON") from None
     options = BuildOptions(
         dockerfile=str_param(request, "dockerfile") or "", tags=tags,
         build_args=json_object_param(request, "buildargs"), labels=json_object_param(request, "labels"),
