@@ -7,6 +7,7 @@ import http.server
 import io
 import json
 import os
+import subprocess
 import tarfile
 import threading
 import time
@@ -14,6 +15,7 @@ import urllib.parse
 
 import docker
 import pytest
+from daemon_fixture import DOCKER
 
 
 def write(directory, files: dict[str, str | bytes]) -> str:
@@ -332,3 +334,21 @@ def test_run_options_of_the_build(engine, tmp_path):
     assert build(engine, context, "--no-cache", check=False).returncode == 1
     assert engine.run("ps", "-aq", "--filter", "status=exited", check=True).stdout.strip()
     engine.run("container", "prune", "-f", check=True)
+
+
+def test_a_build_cancelled_by_its_client_leaves_nothing_running(engine, tmp_path):
+    context = write(tmp_path, {"Dockerfile": "FROM busybox\nRUN echo started; sleep 300\n"})
+    proc = subprocess.Popen([DOCKER, "build", "--network", "none", context],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=engine.env())
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if b"started" in line:
+                break
+    finally:
+        proc.kill()  # as a Ctrl-C would: the connection drops
+        proc.wait()
+    deadline = time.monotonic() + 20
+    while engine.run("ps", "-aq", check=True).stdout.strip() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert no_containers_left(engine)

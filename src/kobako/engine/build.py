@@ -100,17 +100,12 @@ class Builder:
         except dockerfile.DockerfileError as err:
             raise InvalidParameter(str(err)) from None
         stages: list[list[dockerfile.Instruction]] = []
-        preamble: list[dockerfile.Instruction] = []
-        for ins in instructions:
+        preamble: list[dockerfile.Instruction] = []  # ARGs before the first FROM (parse
+        for ins in instructions:                      # refuses anything else there)
             if ins.keyword == "FROM":
                 stages.append([ins])
-            elif stages:
-                stages[-1].append(ins)
-            elif ins.keyword == "ARG":
-                preamble.append(ins)
             else:
-                raise BuildFailed(f"Dockerfile parse error on line {ins.line}: "
-                                  f"{ins.keyword} before the first FROM")
+                (stages[-1] if stages else preamble).append(ins)
         if not stages:
             raise BuildFailed("no build stage in current context")
         if self.options.target:
@@ -173,8 +168,12 @@ class Builder:
         if triggers:
             plural = "s" if len(triggers) > 1 else ""
             await self._say(f"# Executing {len(triggers)} build trigger{plural}\n")
-            for nested in dockerfile.parse_triggers(triggers):
-                await self._dispatch(stage, nested, announce=False)
+            try:
+                nested = dockerfile.parse_triggers(triggers)
+            except dockerfile.DockerfileError as err:
+                raise BuildFailed(f"the base image's ONBUILD triggers: {err.reason}") from None
+            for ins in nested:
+                await self._dispatch(stage, ins, announce=False)
         return stage
 
     async def _base_image(self, ref: str, platform: str | None) -> str:
@@ -289,6 +288,9 @@ class Builder:
                 if args else ""
             await self._derive(stage, {"created_by": prefix + " ".join(command)}, cid)
             await self._remember(parent, key, stage.image_id)
+        except asyncio.CancelledError:
+            await self._remove(cid)  # the client went away: nothing of the build runs on
+            raise
         except BaseException:
             if self.options.force_remove:
                 await self._remove(cid)
