@@ -180,3 +180,44 @@ def test_static_ip_route_and_isolation(engine):
         run(engine, "rm", "-f", "kbn-s", "kbn-lo", check=False)
         run(engine, "network", "rm", "kbn-a", "kbn-b", check=False)
     assert kernel_state(engine) == {"veths": [], "netns": []}
+
+
+def test_legacy_links(engine):
+    """--link on the default bridge: /etc/hosts and the linked container's ports and
+    environment as variables; on a user network: a name only the linking container's
+    DNS knows. A missing or stopped linked container is an error."""
+    run(engine, "run", "-d", "--pull", "never", "--name", "kbn-linked", "-e", "SECRET=s3",
+        "--expose", "80", "busybox", "sleep", "1000")
+    ip = run(engine, "inspect", "-f", "{{.NetworkSettings.Networks.bridge.IPAddress}}",
+             "kbn-linked")
+    seen = run(engine, "run", "--rm", "--pull", "never", "--name", "kbn-linking",
+               "--link", "kbn-linked:db", "busybox", "sh", "-c",
+               "grep -w db /etc/hosts; echo $DB_NAME $DB_PORT $DB_ENV_SECRET; "
+               "ping -c1 -W2 db >/dev/null && echo reached")
+    hosts, env, reached = seen.splitlines()
+    assert hosts.split() == [ip, "db", run(engine, "inspect", "-f", "{{.Id}}",
+                                           "kbn-linked")[:12], "kbn-linked"]
+    assert env == f"/kbn-linking/db tcp://{ip}:80 s3" and reached == "reached"
+    created = run(engine, "create", "--pull", "never", "--link", "kbn-linked:db", "busybox")
+    assert json.loads(run(engine, "inspect", "-f", "{{json .HostConfig.Links}}", created)) \
+        == [f"/kbn-linked:/{run(engine, 'inspect', '-f', '{{.Name}}', created).lstrip('/')}/db"]
+    run(engine, "rm", created)
+    run(engine, "network", "create", "--subnet", free_subnet(14), "kbn-links")
+    run(engine, "network", "connect", "kbn-links", "kbn-linked")
+    answer = run(engine, "run", "--rm", "--pull", "never", "--network", "kbn-links",
+                 "--link", "kbn-linked:only-mine", "busybox", "nslookup", "only-mine")
+    linked_ip = run(engine, "inspect", "-f",
+                    '{{(index .NetworkSettings.Networks "kbn-links").IPAddress}}', "kbn-linked")
+    assert linked_ip in answer
+    other = engine.docker("run", "--rm", "--pull", "never", "--network", "kbn-links",
+                          "busybox", "nslookup", "only-mine", check=False)
+    assert linked_ip.encode() not in other.stdout  # the alias is the linking container's
+    missing = engine.docker("run", "--rm", "--pull", "never", "--link", "kbn-nosuch:x",
+                            "busybox", "true", check=False)
+    assert b"could not get container for kbn-nosuch" in missing.stderr
+    run(engine, "stop", "-t", "0", "kbn-linked")
+    stopped = engine.docker("run", "--rm", "--pull", "never", "--link", "kbn-linked:db",
+                            "busybox", "true", check=False)
+    assert b"Cannot link to a non running container" in stopped.stderr
+    run(engine, "rm", "kbn-linked")
+    run(engine, "network", "rm", "kbn-links")

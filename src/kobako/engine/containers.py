@@ -319,6 +319,8 @@ class ContainerService(StorageOperations):
         except ValueError as err:
             raise InvalidParameter(str(err)) from None
         self._check_host_config(host_config)
+        if host_config.get("Links"):
+            host_config["Links"] = self._stored_links(host_config, name)
         warnings = oci_spec.verify_host_config(host_config, config)
         host_config = oci_spec.adapt_host_config(host_config)
         from kobako.engine.logs import LogConfig
@@ -432,6 +434,53 @@ class ContainerService(StorageOperations):
             raise InvalidParameter(
                 "can't create 'AutoRemove' container with restart policy")
 
+    def _stored_links(self, host_config: dict, own_name: str) -> list[str]:
+        """--link name[:alias], checked and kept as dockerd keeps them."""
+        from kobako.engine import links
+
+        mode = str(host_config.get("NetworkMode") or "")
+        if mode == "host" or mode.startswith("container:"):
+            raise InvalidParameter(f"conflicting options: {mode.split(':')[0]} type "
+                                   "networking can't be used with links. This would result "
+                                   "in undefined behavior")
+        out = []
+        for entry in host_config["Links"]:
+            try:
+                name, alias = links.parse(str(entry))
+            except ValueError as err:
+                raise InvalidParameter(str(err)) from None
+            try:
+                linked = self.get(name)
+            except NotFound:
+                raise NotFound(f"could not get container for {name}") from None
+            out.append(links.stored(linked.name, own_name, alias))
+        return out
+
+    def _links(self, c: Container) -> tuple[str, list[str]]:
+        """The /etc/hosts lines and environment of the container's links (on the default
+        bridge; on user networks the embedded DNS answers the aliases)."""
+        from kobako.engine import links
+
+        hosts, env = "", []
+        mode = c.doc["HostConfig"].get("NetworkMode") or "default"
+        for entry in c.doc["HostConfig"].get("Links") or []:
+            name, alias = links.parse(entry)
+            try:
+                linked = self.get(name)
+            except NotFound:
+                raise NotFound(f"could not get container for {name}") from None
+            if not linked.running:
+                raise Conflict(f"Cannot link to a non running container: /{linked.name} AS "
+                               f"/{c.name}/{alias}")
+            if mode not in ("default", "bridge"):
+                continue
+            bridge = (linked.doc["NetworkSettings"].get("Networks") or {}).get("bridge") or {}
+            ip = bridge.get("IPAddress") or ""
+            if ip:
+                hosts += links.hosts_line(ip, alias, linked.id, linked.name)
+                env += links.environment(alias, c.name, ip, linked.doc)
+        return hosts, env
+
     def _random_name(self) -> str:
         from kobako.engine.names import random_name
 
@@ -464,9 +513,10 @@ class ContainerService(StorageOperations):
             log_attrs = self._log_attrs(c.doc)
         except ValueError as err:  # a log tag template naming an unknown field
             raise InvalidParameter(f"failed to initialize logging driver: {err}") from None
+        linked = self._links(c)  # before the network: a linked container must run
         netns = await self.networks.on_start(c.doc) if self.networks is not None else None
         try:
-            bundle = await asyncio.to_thread(self._write_bundle, c, netns)
+            bundle = await asyncio.to_thread(self._write_bundle, c, netns, linked)
         except BaseException as err:
             if self.networks is not None:
                 await self.networks.on_stop(c.doc)
@@ -540,7 +590,9 @@ class ContainerService(StorageOperations):
             c.health = HealthMonitor(self, c, healthcheck)
             c.health.start()
 
-    def _write_bundle(self, c: Container, netns: str | None = None) -> str:
+    def _write_bundle(self, c: Container, netns: str | None = None,
+                      linked: tuple[str, list[str]] = ("", [])) -> str:
+        """config.json for a start; `linked`: the links' /etc/hosts lines and env."""
         from kobako.engine import oci_spec
         from kobako.image.snapshots import MountSpec, mount
 
@@ -548,7 +600,8 @@ class ContainerService(StorageOperations):
         rootfs = mount(spec)
         try:
             host_config = c.doc["HostConfig"]
-            extra_mounts = self._etc_files(c, host_config)
+            links_hosts, links_env = linked
+            extra_mounts = self._etc_files(c, host_config, links_hosts)
             if self.volumes is not None:
                 extra_mounts += self.volumes.oci_mounts(c.doc)
             namespaces = self._namespaces(host_config)
@@ -556,8 +609,11 @@ class ContainerService(StorageOperations):
                 namespaces["network"] = netns
             bundle = os.path.join(self._dir(c), "bundle")
             os.makedirs(bundle, exist_ok=True)
+            config = c.doc["Config"]
+            if links_env:  # the container's own variables win over the links' (as dockerd)
+                config = {**config, "Env": links_env + list(config.get("Env") or [])}
             doc = oci_spec.build_spec(
-                container_id=c.id, config=c.doc["Config"], host_config=host_config,
+                container_id=c.id, config=config, host_config=host_config,
                 image_config={}, rootfs=rootfs, bundle=bundle, namespaces=namespaces,
                 extra_mounts=extra_mounts, init_path=_init_path(host_config),
             )
@@ -568,7 +624,7 @@ class ContainerService(StorageOperations):
             self._unmount(c)
             raise
 
-    def _etc_files(self, c: Container, host_config: dict) -> list[dict]:
+    def _etc_files(self, c: Container, host_config: dict, links_hosts: str = "") -> list[dict]:
         """/etc/hostname, /etc/hosts and /etc/resolv.conf, generated and bind-mounted."""
         hostname = c.doc["Config"].get("Hostname") or c.id[:12]
         c.doc["Config"]["Hostname"] = hostname
@@ -584,7 +640,7 @@ class ContainerService(StorageOperations):
                 "ff02::2\tip6-allrouters\n"
                 + "".join(f"{entry.split(':', 1)[1]}\t{entry.split(':', 1)[0]}\n"
                           for entry in host_config.get("ExtraHosts") or [] if ":" in entry)
-                + own
+                + links_hosts + own
             ),
             "resolv.conf": _resolv_conf(
                 host_config, host_network,

@@ -625,6 +625,12 @@ class NetworkService:
         return out
 
     def _dns_lookup(self, container_id: str, name: str) -> list[str] | None:
+        asking = self.containers.containers.get(container_id)
+        for link in (asking.doc["HostConfig"].get("Links") or []) if asking else []:
+            linked, _, alias = link.partition(":")  # "/name:/own/alias", --link name:alias
+            if name == alias.rsplit("/", 1)[-1].lower():
+                name = linked.lstrip("/").lower()  # an alias only this container knows
+                break
         found = []
         for net, ep, c in self._peers(container_id):
             entry = (c.doc["NetworkSettings"].get("Networks") or {}).get(net.name) or {}
