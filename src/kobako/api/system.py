@@ -140,7 +140,7 @@ async def info(request: web.Request) -> web.Response:
         "Images": images,
         "Driver": c.storage_driver,
         "DriverStatus": [["Backing Filesystem", "extfs"]] if c.storage_driver == "overlay2" else [],
-        "Plugins": {"Volume": ["local"], "Network": ["bridge", "host", "none"],
+        "Plugins": {"Volume": ["local"], "Network": ["bridge", "host", "null"],
                     "Authorization": None, "Log": ["json-file"]},
         "MemoryLimit": True, "SwapLimit": os.path.exists(
             "/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes"),
@@ -185,7 +185,7 @@ async def info(request: web.Request) -> web.Response:
                   "ControlAvailable": False, "Error": "", "RemoteManagers": None},
         "LiveRestoreEnabled": cfg.live_restore,
         "Isolation": "",
-        "InitBinary": "",
+        "InitBinary": "docker-init",  # tini, mounted as /sbin/docker-init as dockerd does
         "ContainerdCommit": {"ID": ""}, "RuncCommit": {"ID": ""}, "InitCommit": {"ID": ""},
         "SecurityOptions": security,
         "CDISpecDirs": [],
