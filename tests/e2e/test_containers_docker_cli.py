@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import time
 
+import aiohttp
 import pytest
 from daemon_fixture import cgroup_file, wait_until
 
@@ -210,3 +212,25 @@ def test_host_network_and_ipc_of_another_container(engine):
         assert inside == os.readlink(f"/proc/{pid}/ns/ipc")
     finally:
         engine.run("rm", "-f", "kbt-ipc", check=True)
+
+
+def test_attach_over_a_websocket(engine):
+    """GET /containers/{id}/attach/ws: output as binary messages, messages as stdin."""
+    engine.run("run", "-d", "-i", "--name", "kbt-ws", "busybox", "sh", "-c",
+               "echo ready; read line; echo got:$line", check=True)
+    wait_until(lambda: "ready" in engine.run("logs", "kbt-ws").stdout, timeout=5)
+
+    async def talk() -> bytes:
+        connector = aiohttp.UnixConnector(path=engine.host.removeprefix("unix://"))
+        async with aiohttp.ClientSession(connector=connector) as session:
+            url = "http://docker/containers/kbt-ws/attach/ws?stream=1&stdin=1&stdout=1"
+            async with session.ws_connect(url) as ws:
+                await ws.send_bytes(b"hello\n")
+                received = b""
+                async for message in ws:
+                    received += message.data
+                return received
+
+    assert b"got:hello" in asyncio.run(talk())
+    assert engine.run("wait", "kbt-ws", check=True).stdout.strip() == "0"
+    engine.run("rm", "kbt-ws", check=True)

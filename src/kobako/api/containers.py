@@ -246,6 +246,42 @@ async def attach(request: web.Request) -> web.StreamResponse:
     return hj.response
 
 
+async def attach_ws(request: web.Request) -> web.StreamResponse:
+    """GET /containers/{id}/attach/ws: the attachment over a websocket, as dockerd: the
+    output as binary messages (never multiplexed), the client's messages as stdin."""
+    svc = ctx(request).containers
+    want_stdin = bool_param(request, "stdin")
+    sio = await svc.attach(_ref(request), stream=bool_param(request, "stream"),
+                           logs=bool_param(request, "logs"), stdin=want_stdin,
+                           stdout=bool_param(request, "stdout"),
+                           stderr=bool_param(request, "stderr"), detach_keys=None)
+    ws = web.WebSocketResponse()
+    await ws.prepare(request)
+    request[STREAM_STARTED] = True
+
+    async def copy_out() -> None:
+        async for _stream, data in sio.output:
+            await ws.send_bytes(data)
+
+    async def copy_in() -> None:
+        async for message in ws:  # until the client closes
+            data = message.data.encode() if isinstance(message.data, str) else message.data
+            if want_stdin and sio.write_stdin is not None and isinstance(data, bytes):
+                await sio.write_stdin(data)
+
+    tasks = [asyncio.ensure_future(copy_out()), asyncio.ensure_future(copy_in())]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if sio.detach is not None:
+            await asyncio.shield(sio.detach())
+        await ws.close()
+    return ws
+
+
 def _size(request: web.Request) -> tuple[int, int]:
     h, w = int_param(request, "h"), int_param(request, "w")
     if h is None or w is None or h < 0 or w < 0:
@@ -411,6 +447,7 @@ def register(add: Any) -> None:
     add("POST", "/containers/{id}/wait", wait)
     add("GET", "/containers/{id}/logs", logs)
     add("POST", "/containers/{id}/attach", attach)
+    add("GET", "/containers/{id}/attach/ws", attach_ws)
     add("POST", "/containers/{id}/resize", resize)
     add("GET", "/containers/{id}/top", top)
     add("POST", "/containers/{id}/rename", rename)
