@@ -181,6 +181,23 @@ def test_local_driver_tmpfs_options(engine):
     assert bad.returncode != 0 and 'invalid option: "color"' in bad.stderr
 
 
+def test_local_driver_bind_volume_is_unmounted(engine, hostdir):
+    """A `-o bind` volume of a directory on the same filesystem as the data root: its
+    mount is undone when no container uses it (a same-device bind is a mount point that
+    os.path.ismount does not see)."""
+    vol = _name("bindvol")
+    engine.run("volume", "create", "--opt", "type=none", "--opt", f"device={hostdir}",
+               "--opt", "o=bind", vol, check=True)
+    run(engine, "--rm", "-v", f"{vol}:/b", "busybox", "sh", "-c", "echo hi > /b/f")
+    with open(os.path.join(hostdir, "f")) as f:
+        assert f.read() == "hi\n"
+    mountpoint = engine.run("volume", "inspect", "-f", "{{.Mountpoint}}", vol,
+                            check=True).stdout.strip()
+    engine.run("volume", "rm", vol, check=True)
+    assert not any(mountpoint.rsplit("/", 2)[0] in point for point in engine.mounts())
+    assert os.listdir(hostdir) == ["f"]  # the volume's removal left the host's files alone
+
+
 # -- binds and tmpfs ---------------------------------------------------------------------------
 
 def test_bind_read_only(engine, hostdir):

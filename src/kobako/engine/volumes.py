@@ -42,6 +42,7 @@ from typing import Any
 from kobako.engine import oci_spec
 from kobako.engine.errors import Conflict, EngineError, InvalidParameter, NotFound
 from kobako.engine.state import migrate
+from kobako.linux.mountpoints import is_mountpoint
 
 log = logging.getLogger("kobakod.volumes")
 
@@ -584,7 +585,7 @@ class VolumeService:
 
         target = self.mountpoint(v.name)
         with self.lock:
-            if os.path.ismount(target):
+            if is_mountpoint(target):
                 return
             parsed = MountOptions((v.options.get("o") or "").split(",")
                                   if v.options.get("o") else [])
@@ -602,7 +603,7 @@ class VolumeService:
     def _unmount_quietly(self, target: str) -> None:
         from kobako.linux import syscalls
 
-        while os.path.ismount(target):
+        while is_mountpoint(target):
             try:
                 syscalls.real().umount2(target, 2)  # MNT_DETACH
             except OSError as err:

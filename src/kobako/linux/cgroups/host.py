@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from collections import namedtuple
 
+from kobako.linux.mountpoints import unescape
+
 from .errors import CgroupError
 
 MOUNTINFO = "/proc/self/mountinfo"
@@ -52,12 +54,6 @@ _V1_MOUNT_OPTIONS = frozenset({"rw", "ro", "none", "all", "noprefix", "clone_chi
                                "xattr", "cpuset_v2_mode", "favordynmods", "nofavordynmods"})
 
 
-def _unescape(text: str) -> str:
-    # mountinfo escapes space, tab, newline and backslash as octal
-    return (text.replace("\\040", " ").replace("\\011", "\t")
-            .replace("\\012", "\n").replace("\\134", "\\"))
-
-
 def parse_mountinfo(text: str) -> tuple[dict[str, Hierarchy], Hierarchy | None]:
     v1: dict[str, Hierarchy] = {}
     unified: Hierarchy | None = None
@@ -68,7 +64,7 @@ def parse_mountinfo(text: str) -> tuple[dict[str, Hierarchy], Hierarchy | None]:
             continue  # not a mount line
         fields = left.split()
         fstype, _source, *options = right.split()
-        root, mountpoint = _unescape(fields[3]), _unescape(fields[4])
+        root, mountpoint = unescape(fields[3]), unescape(fields[4])
         if fstype == "cgroup2":
             # prefer the first mount (a later one is usually a bind into a container)
             if unified is None:
