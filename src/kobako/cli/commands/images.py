@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from kobako.cli.commands.build import build as build_command
 from kobako.cli.output import (
     human_size,
     parse_time,
@@ -490,3 +491,5 @@ image.add_command(history, "history")
 image.add_command(image_inspect, "inspect")
 image.add_command(prune, "prune")
 image.add_command(bootstrap, "bootstrap")
+
+image.add_command(build_command, "build")
