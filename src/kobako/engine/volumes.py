@@ -207,8 +207,7 @@ class VolumeService:
             for entry in os.listdir(self.root):
                 path = os.path.join(self.root, entry)
                 if entry.startswith(".trash-"):
-                    self._unmount_quietly(os.path.join(path, "_data"))
-                    shutil.rmtree(path, ignore_errors=True)
+                    self._delete_trash(path)
                 elif entry not in names and os.path.isdir(path):
                     data = os.path.join(path, "_data")
                     if os.path.isdir(data) and not os.listdir(data):
@@ -328,8 +327,19 @@ class VolumeService:
                 trash = ""
             self.conn.execute("DELETE FROM volumes WHERE name = ?", (name,))
         if trash:
-            shutil.rmtree(trash, ignore_errors=True)
+            self._delete_trash(trash)
         self._publish("destroy", name, {"driver": v.driver})
+
+    def _delete_trash(self, path: str) -> None:
+        """Delete a removed volume's directory, never through a mount: files under one
+        are the mounted device's (a bind volume's host directory). One that cannot be
+        unmounted is kept, for the next start to retry."""
+        data = os.path.join(path, "_data")
+        self._unmount_quietly(data)
+        if is_mountpoint(data):
+            log.error("a removed volume is still mounted at %s; its directory is kept", data)
+            return
+        shutil.rmtree(path, ignore_errors=True)
 
     async def prune(self, filters: Mapping[str, list[str]] | None = None) -> dict[str, Any]:
         filters = filters or {}
