@@ -12,7 +12,7 @@ import json
 import os
 import socket
 import struct
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
@@ -87,19 +87,7 @@ class Response:
     def iter_frames(self) -> Iterator[tuple[int, bytes]]:
         """Multiplexed (stream, data) frames; a raw-stream body comes out as stream 1."""
         multiplexed = "multiplexed" in (self.headers.get("Content-Type") or "")
-        if not multiplexed:
-            for chunk in self.iter_chunks():
-                yield 1, chunk
-            return
-        buf = b""
-        for chunk in self.iter_chunks():
-            buf += chunk
-            while len(buf) >= 8:
-                stream, size = _FRAME.unpack_from(buf)
-                if len(buf) < 8 + size:
-                    break
-                yield stream, buf[8:8 + size]
-                buf = buf[8 + size:]
+        return _frames(self.iter_chunks(), multiplexed)
 
     def close(self) -> None:
         self._conn.close()
@@ -137,21 +125,24 @@ class Hijacked:
         self.sock.close()
 
     def iter_frames(self) -> Iterator[tuple[int, bytes]]:
-        buf = b""
-        while True:
-            chunk = self.recv()
-            if not chunk:
-                return
-            if not self.multiplexed:
-                yield 1, chunk
-                continue
-            buf += chunk
-            while len(buf) >= 8:
-                stream, size = _FRAME.unpack_from(buf)
-                if len(buf) < 8 + size:
-                    break
-                yield stream, buf[8:8 + size]
-                buf = buf[8 + size:]
+        return _frames(iter(self.recv, b""), self.multiplexed)
+
+
+def _frames(chunks: Iterable[bytes], multiplexed: bool) -> Iterator[tuple[int, bytes]]:
+    """(stream, data) from a body in Docker's 8-byte-header framing, or a raw stream's
+    chunks as stream 1."""
+    buf = b""
+    for chunk in chunks:
+        if not multiplexed:
+            yield 1, chunk
+            continue
+        buf += chunk
+        while len(buf) >= 8:
+            stream, size = _FRAME.unpack_from(buf)
+            if len(buf) < 8 + size:
+                break
+            yield stream, buf[8:8 + size]
+            buf = buf[8 + size:]
 
 
 class APIClient:
