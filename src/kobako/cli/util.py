@@ -6,6 +6,8 @@ import sys
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, NoReturn
 
+import click
+
 if TYPE_CHECKING:
     from kobako.client.api import APIClient
 
@@ -32,6 +34,10 @@ class State:
 
             self._client = APIClient(self.host)
         return self._client
+
+
+# the commands' decorator for the State the top-level group makes
+pass_state = click.make_pass_decorator(State)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

@@ -14,9 +14,7 @@ from typing import IO, Any
 
 import click
 
-from kobako.cli.util import CLIError, State
-
-pass_state = click.make_pass_decorator(State)
+from kobako.cli.util import CLIError, State, pass_state
 
 
 @click.command()

@@ -19,9 +19,8 @@ from kobako.cli.output import (
     since,
 )
 from kobako.cli.runopts import build_create_body, run_options
-from kobako.cli.util import CLIError, State
+from kobako.cli.util import CLIError, State, pass_state
 
-pass_state = click.make_pass_decorator(State)
 # run/create use -h for --hostname, as docker does
 # and stop parsing options at the image: what follows is the container's command
 _NO_SHORT_HELP = {"help_option_names": ["--help"], "allow_interspersed_args": False}

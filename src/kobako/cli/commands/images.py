@@ -21,9 +21,7 @@ from kobako.cli.output import (
     short_id,
     since,
 )
-from kobako.cli.util import CLIError, State, parse_filters
-
-pass_state = click.make_pass_decorator(State)
+from kobako.cli.util import CLIError, State, parse_filters, pass_state
 
 
 def split_ref(ref: str) -> tuple[str, str | None]:

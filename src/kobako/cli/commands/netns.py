@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import click
 
-from kobako.cli.util import State, err, fail
-
-pass_state = click.make_pass_decorator(State)
+from kobako.cli.util import State, err, fail, pass_state
 
 
 @click.group()

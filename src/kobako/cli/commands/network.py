@@ -6,9 +6,7 @@ import json
 
 import click
 
-from kobako.cli.util import State, parse_filters
-
-pass_state = click.make_pass_decorator(State)
+from kobako.cli.util import State, parse_filters, pass_state
 
 
 @click.group()

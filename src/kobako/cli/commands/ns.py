@@ -14,9 +14,7 @@ import re
 
 import click
 
-from kobako.cli.util import State, fail
-
-pass_state = click.make_pass_decorator(State)
+from kobako.cli.util import State, fail, pass_state
 
 KINDS = ("pid", "net", "mnt", "uts", "ipc", "user", "cgroup", "time")
 HOST = "host"

@@ -12,9 +12,8 @@ import tarfile
 
 import click
 
-from kobako.cli.util import CLIError, State
+from kobako.cli.util import CLIError, State, pass_state
 
-pass_state = click.make_pass_decorator(State)
 _KINDS = {0: "C", 1: "A", 2: "D"}
 
 

@@ -10,9 +10,7 @@ from typing import Any
 import click
 
 from kobako.cli.output import human_size
-from kobako.cli.util import CLIError, State
-
-pass_state = click.make_pass_decorator(State)
+from kobako.cli.util import CLIError, State, pass_state
 
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
 

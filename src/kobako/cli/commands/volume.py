@@ -8,9 +8,7 @@ from typing import Any
 import click
 
 from kobako.cli.output import print_prune_report, render_rows
-from kobako.cli.util import CLIError, State, parse_filters
-
-pass_state = click.make_pass_decorator(State)
+from kobako.cli.util import CLIError, State, parse_filters, pass_state
 
 
 def _options(items: tuple[str, ...], what: str) -> dict[str, str]:
