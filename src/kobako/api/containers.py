@@ -32,6 +32,7 @@ from kobako.api.streams import (
     frame,
     hijack,
     parse_detach_keys,
+    stream_tar,
 )
 from kobako.engine.errors import NotImplementedYet
 from kobako.engine.events import parse_timestamp
@@ -332,14 +333,7 @@ async def changes(request: web.Request) -> web.Response:
 
 
 async def export(request: web.Request) -> web.StreamResponse:
-    chunks = await ctx(request).containers.export(_ref(request))
-    resp = web.StreamResponse(status=200, headers={"Content-Type": "application/x-tar"})
-    await resp.prepare(request)
-    request[STREAM_STARTED] = True
-    async for chunk in chunks:
-        await resp.write(chunk)
-    await resp.write_eof()
-    return resp
+    return await stream_tar(request, await ctx(request).containers.export(_ref(request)))
 
 
 # -- cp, update, commit ------------------------------------------------------------------
@@ -365,17 +359,7 @@ async def archive_head(request: web.Request) -> web.Response:
 async def archive_get(request: web.Request) -> web.StreamResponse:
     head, chunks = await ctx(request).containers.archive_get(_ref(request),
                                                              _archive_path(request))
-    try:
-        resp = web.StreamResponse(status=200, headers={
-            "Content-Type": "application/x-tar", PATH_STAT_HEADER: _stat_header(head)})
-        await resp.prepare(request)
-        request[STREAM_STARTED] = True
-        async for chunk in chunks:
-            await resp.write(chunk)
-        await resp.write_eof()
-        return resp
-    finally:
-        await chunks.aclose()
+    return await stream_tar(request, chunks, {PATH_STAT_HEADER: _stat_header(head)})
 
 
 async def archive_put(request: web.Request) -> web.Response:

@@ -28,7 +28,7 @@ from aiohttp import web
 from kobako.api.context import STREAM_STARTED, ctx
 from kobako.api.errors import BadRequest, message_for
 from kobako.api.params import bool_param, filters_param, str_param
-from kobako.api.streams import JSONStream
+from kobako.api.streams import JSONStream, stream_tar
 from kobako.engine.errors import NotImplementedYet
 
 log = logging.getLogger("kobako.api.images")
@@ -333,65 +333,22 @@ async def prune(request: web.Request) -> web.Response:
     return web.json_response(result)
 
 
-class _QueueWriter:
-    """A file-like the worker thread writes to; chunks go to the event loop, bounded."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[bytes | None]):
-        self._loop = loop
-        self._queue = queue
-        self.gone = threading.Event()
-        self._buf = bytearray()
-
-    def write(self, data: bytes) -> int:
-        if self.gone.is_set():
-            raise BrokenPipeError("client disconnected")
-        self._buf += data
-        if len(self._buf) >= _COPY_CHUNK:
-            self.flush()
-        return len(data)
-
-    def flush(self) -> None:
-        if self._buf:
-            chunk, self._buf = bytes(self._buf), bytearray()
-            asyncio.run_coroutine_threadsafe(self._queue.put(chunk), self._loop).result()
-
-    def writable(self) -> bool:
-        return True
-
-
 async def _save(request: web.Request, names: list[str]) -> web.StreamResponse:
+    from kobako.engine.archive import thread_stream
+
     backend = ctx(request).image_backend()
     if not names:
         raise BadRequest("no image names given")
     # Resolve every name first, so "no such image" is a 404 rather than a broken tar.
     for name in names:
         await asyncio.to_thread(backend.inspect, name)
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=8)
-    writer = _QueueWriter(loop, queue)
 
-    def run() -> None:
-        try:
-            backend.save(names, writer)  # type: ignore[arg-type]
-            writer.flush()
-        finally:
-            asyncio.run_coroutine_threadsafe(queue.put(None), loop).result()
+    def work(out: IO[bytes], ready: Callable[[Any], None]) -> None:
+        ready(None)
+        backend.save(names, out)
 
-    work = loop.run_in_executor(None, run)
-    resp = web.StreamResponse(status=200, headers={"Content-Type": "application/x-tar"})
-    await resp.prepare(request)
-    request[STREAM_STARTED] = True
-    try:
-        while (chunk := await queue.get()) is not None:
-            await resp.write(chunk)
-        await work  # re-raises a save failure: the connection is cut, the tar incomplete
-    except BaseException:
-        writer.gone.set()
-        while not queue.empty():  # unblock a worker waiting on a full queue
-            queue.get_nowait()
-        raise
-    await resp.write_eof()
-    return resp
+    _, chunks = await thread_stream(work)
+    return await stream_tar(request, chunks)
 
 
 async def get_one(request: web.Request) -> web.StreamResponse:

@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
+from kobako.api.context import STREAM_STARTED
 from kobako.engine.errors import InvalidParameter
 
 RAW_STREAM = "application/vnd.docker.raw-stream"
@@ -187,6 +188,23 @@ class JSONStream:
         await self.start()
         await self.response.write_eof()
         return self.response
+
+
+async def stream_tar(request: web.Request, chunks: AsyncIterator[bytes],
+                     headers: dict[str, str] | None = None) -> web.StreamResponse:
+    """A tar made by a worker thread (engine.archive.thread_stream), streamed as it comes.
+    A failure mid-way cuts the connection: the client sees an incomplete tar."""
+    try:
+        resp = web.StreamResponse(status=200, headers={"Content-Type": "application/x-tar",
+                                                       **(headers or {})})
+        await resp.prepare(request)
+        request[STREAM_STARTED] = True
+        async for chunk in chunks:
+            await resp.write(chunk)
+        await resp.write_eof()
+        return resp
+    finally:
+        await chunks.aclose()  # type: ignore[attr-defined]
 
 
 async def stream_json_lines(request: web.Request,
