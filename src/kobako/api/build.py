@@ -14,7 +14,7 @@ from aiohttp import web
 
 from kobako.api.context import ctx
 from kobako.api.errors import BadRequest
-from kobako.api.images import familiar_ref, progress_call, spool_body
+from kobako.api.images import familiar_ref, progress_call
 from kobako.api.params import bool_param, int_param, json_object_param, str_param
 
 # query parameters that become the RUN containers' resources
@@ -23,7 +23,7 @@ _RESOURCES = {"memory": "Memory", "memswap": "MemorySwap", "cpushares": "CpuShar
 
 
 async def build(request: web.Request) -> web.StreamResponse:
-    from kobako.engine.build import BuildOptions, unpack_context
+    from kobako.engine.build import BuildOptions, unpack
     from kobako.engine.build import build as run_build
 
     if str_param(request, "version") == "2":
@@ -64,11 +64,7 @@ async def build(request: web.Request) -> web.StreamResponse:
     try:
         context = os.path.join(workdir, "context")
         os.mkdir(context)
-        body = await spool_body(request)
-        try:
-            await unpack_context(body, context)
-        finally:
-            body.close()
+        await unpack(request.content.iter_chunked(1 << 20), context)
 
         async def start(progress):
             async def emit(message: dict[str, Any]) -> None:

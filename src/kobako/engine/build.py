@@ -20,7 +20,7 @@ import json
 import os
 import tarfile
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -362,20 +362,7 @@ class Builder:
         root = os.path.join(tmp, "from")
         os.mkdir(root)
         try:
-            chunks = await self.containers.export(created["Id"])
-            reader_fd, writer_fd = os.pipe()
-
-            async def feed() -> None:
-                with os.fdopen(writer_fd, "wb") as writer:
-                    async for chunk in chunks:
-                        await asyncio.to_thread(writer.write, chunk)
-
-            feeding = asyncio.ensure_future(feed())
-            with os.fdopen(reader_fd, "rb") as reader:
-                try:
-                    await unpack_context(reader, root)
-                finally:
-                    await feeding
+            await unpack(await self.containers.export(created["Id"]), root)
         finally:
             await self.containers.remove(created["Id"], force=True, volumes=True, link=False)
         return root
@@ -655,15 +642,29 @@ def _is_archive(path: str) -> bool:
     return tarfile.is_tarfile(path)
 
 
-async def unpack_context(body: BinaryIO, directory: str) -> None:
-    """A tar (maybe compressed) unpacked into `directory` with the checks `docker cp`
-    makes against hostile archives: the build context, or an image's files."""
+async def unpack(chunks: AsyncIterator[bytes], directory: str) -> None:
+    """A tar (maybe compressed) arriving in chunks, unpacked into `directory` as it
+    comes, with the checks `docker cp` makes against hostile archives: the build
+    context from the request, or an image's files for COPY --from."""
     from kobako.engine import archive
 
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    reader_fd, writer_fd = os.pipe()
+
+    async def feed() -> None:
+        try:
+            with os.fdopen(writer_fd, "wb") as writer:
+                async for chunk in chunks:
+                    await asyncio.to_thread(writer.write, chunk)
+        except BrokenPipeError:
+            pass  # the extraction stopped reading: it says why
+
+    feeding = asyncio.ensure_future(feed())
     try:
-        await asyncio.to_thread(archive.extract_tar, fd, "/", body, "the build context")
+        with os.fdopen(reader_fd, "rb") as reader:
+            await asyncio.to_thread(archive.extract_tar, fd, "/", reader, "the build context")
     except InvalidParameter as err:
         raise InvalidParameter(f"invalid build context: {err}") from None
     finally:
         os.close(fd)
+        await feeding  # the reader is closed: a feeder still writing stops (EPIPE)
