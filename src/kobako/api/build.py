@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import os
 import shutil
@@ -14,7 +12,7 @@ from aiohttp import web
 
 from kobako.api.context import ctx
 from kobako.api.errors import BadRequest
-from kobako.api.images import familiar_ref, progress_call
+from kobako.api.images import credentials, familiar_ref, json_header, progress_call
 from kobako.api.params import bool_param, int_param, json_object_param, str_param
 
 # query parameters that become the RUN containers' resources
@@ -96,23 +94,15 @@ def _check_tags(tags: list[str]) -> None:
 
 
 def _registry_config(request: web.Request) -> dict[str, Any]:
-    """X-Registry-Config: base64 JSON of {registry: AuthConfig}, as credentials by registry."""
-    from kobako.image.auth import Credentials
+    """X-Registry-Config: {registry: AuthConfig}, as credentials by registry."""
     from kobako.image.reference import normalize_registry
 
-    raw = request.headers.get("X-Registry-Config")
-    if not raw:
-        return {}
-    try:
-        data = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
-    except (binascii.Error, ValueError) as err:
-        raise BadRequest(f"invalid X-Registry-Config header: {err}") from None
+    data = json_header(request, "X-Registry-Config")
     auths = {}
     for registry, cfg in (data.items() if isinstance(data, dict) else []):
-        if isinstance(cfg, dict) and (cfg.get("username") or cfg.get("identitytoken")):
-            auths[normalize_registry(registry)] = Credentials(
-                str(cfg.get("username") or ""), str(cfg.get("password") or ""),
-                identity_token=cfg.get("identitytoken") or None)
+        creds = credentials(cfg) if isinstance(cfg, dict) else None
+        if creds is not None:
+            auths[normalize_registry(registry)] = creds
     return auths
 
 

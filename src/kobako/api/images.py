@@ -41,26 +41,40 @@ class ClientGone(Exception):
     """The HTTP client disconnected; raised inside the worker to abandon the operation."""
 
 
-def registry_auth(request: web.Request) -> Any:
-    """X-Registry-Auth (base64url JSON, padding optional) as the library's Credentials."""
-    raw = request.headers.get("X-Registry-Auth")
+def json_header(request: web.Request, name: str) -> Any:
+    """A header holding base64url JSON (padding optional), as docker sends credentials;
+    None when absent."""
+    raw = request.headers.get(name)
     if not raw:
         return None
     try:
         padded = raw + "=" * (-len(raw) % 4)
-        data = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        return json.loads(base64.urlsafe_b64decode(padded.encode()))
     except (binascii.Error, ValueError) as exc:
-        raise BadRequest(f"invalid X-Registry-Auth header: {exc}") from exc
-    if not isinstance(data, dict):
-        raise BadRequest("invalid X-Registry-Auth header: expected a JSON object")
-    username = data.get("username") or ""
-    password = data.get("password") or ""
-    token = data.get("identitytoken") or None
+        raise BadRequest(f"invalid {name} header: {exc}") from exc
+
+
+def credentials(auth_config: dict[str, Any]) -> Any:
+    """A Docker AuthConfig as the library's Credentials; None when it holds nothing
+    (docker sends "{}" then)."""
+    username = auth_config.get("username") or ""
+    password = auth_config.get("password") or ""
+    token = auth_config.get("identitytoken") or None
     if not (username or password or token):
-        return None  # docker sends "{}" when it has nothing
+        return None
     from kobako.image.auth import Credentials
 
     return Credentials(str(username), str(password), identity_token=token)
+
+
+def registry_auth(request: web.Request) -> Any:
+    """X-Registry-Auth as the library's Credentials."""
+    data = json_header(request, "X-Registry-Auth")
+    if data is None:
+        return None
+    if not isinstance(data, dict):
+        raise BadRequest("invalid X-Registry-Auth header: expected a JSON object")
+    return credentials(data)
 
 
 Starter = Callable[[Callable[[dict[str, Any]], None]], Awaitable[Any]]
