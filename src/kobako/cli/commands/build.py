@@ -114,6 +114,7 @@ def _pairs(items: tuple[str, ...], from_env: bool) -> str | None:
 
 def _registry_config() -> str:
     """X-Registry-Config: every login in docker's config.json, for the FROM images."""
+    from kobako.cli.commands.images import auth_config
     from kobako.image.auth import DockerConfig
 
     auths: dict[str, dict[str, str]] = {}
@@ -122,7 +123,7 @@ def _registry_config() -> str:
         for key in (config.load().get("auths") or {}):
             creds = config.get(key)
             if creds is not None:
-                auths[key] = {"username": creds.username, "password": creds.password}
+                auths[key] = auth_config(creds, key)
     except Exception as exc:  # a broken config must not block a build of public images
         print(f"WARNING: could not read credentials: {exc}", file=sys.stderr)
     return base64.urlsafe_b64encode(json.dumps(auths).encode()).decode()

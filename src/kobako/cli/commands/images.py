@@ -46,12 +46,16 @@ def registry_auth_header(ref: str) -> str:
     except Exception as exc:  # a broken config must not block anonymous pulls
         print(f"WARNING: could not read credentials: {exc}", file=sys.stderr)
         creds = None
-    doc: dict[str, str] = {}
-    if creds is not None:
-        doc = {"username": creds.username, "password": creds.password, "serveraddress": reg}
-        if creds.identity_token:
-            doc["identitytoken"] = creds.identity_token
+    doc = auth_config(creds, reg) if creds is not None else {}
     return base64.urlsafe_b64encode(json.dumps(doc).encode()).decode()
+
+
+def auth_config(creds: Any, registry: str) -> dict[str, str]:
+    """Credentials from docker's config.json as the API's AuthConfig."""
+    doc = {"username": creds.username, "password": creds.password, "serveraddress": registry}
+    if creds.identity_token:
+        doc["identitytoken"] = creds.identity_token
+    return doc
 
 
 _LAYER_ID = re.compile(r"[0-9a-f]{12}")
