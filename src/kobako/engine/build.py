@@ -346,8 +346,8 @@ class Builder:
                 return
             parent = stage.image_id
             created_by = f"/bin/sh -c #(nop) {ins.original}"
-            if stage.image_id is None:
-                await asyncio.to_thread(self._layer_on_scratch, stage, layer, created_by)
+            if stage.image_id is None:  # FROM scratch: the tar is the layer itself
+                await self._derive(stage, {"created_by": created_by}, layer_tar=layer)
             else:
                 await self._extract_and_derive(stage, layer, created_by, ins.flags.get("chown"))
             await self._remember(parent, key, stage.image_id)
@@ -382,31 +382,15 @@ class Builder:
         finally:
             await self.containers.remove(cid, force=True, volumes=True, link=False)
 
-    def _layer_on_scratch(self, stage: Stage, layer: str, created_by: str) -> None:
-        """The first layer of a FROM scratch stage: the tar is the layer itself."""
-        from kobako.image import media
-        from kobako.timestamps import now_rfc3339
-
-        with open(layer, "rb") as f:
-            desc, diff_id = self.images.put_layer_tar(f)
-        host, created = media.host_platform(), now_rfc3339()
-        history = [{**h, "empty_layer": True} for h in stage.history] + [
-            {"created_by": created_by}]
-        stage.history = []
-        cfg = {"architecture": host.architecture, "os": host.os, "created": created,
-               "author": stage.author, "config": stage.config,
-               "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-               "history": [{"created": created, **h} for h in history]}
-        stage.image_id = self.images.create_image(cfg, [desc])
-
-    async def _derive(self, stage: Stage, entry: dict[str, Any], container: str) -> None:
-        """The stage's next image: the container's changes as a layer, the config
-        changes since the last image in its history."""
+    async def _derive(self, stage: Stage, entry: dict[str, Any], container: str | None = None,
+                      layer_tar: str | None = None) -> None:
+        """The stage's next image: the container's changes (or a tar) as a layer, the
+        config changes since the last image in its history."""
         history = [{**h, "empty_layer": True} for h in stage.history] + [entry]
         stage.history = []
         stage.image_id = await asyncio.to_thread(
             self.images.derive, stage.image_id, stage.config, history, layer_from=container,
-            extra={"author": stage.author} if stage.author else None)
+            layer_tar=layer_tar, extra={"author": stage.author} if stage.author else None)
 
     async def _commit(self, stage: Stage) -> str:
         """The stage as an image: its last one, with the config changes since, if any."""

@@ -804,12 +804,14 @@ class ImageService:
         history: list[dict[str, Any]],
         *,
         layer_from: str | None = None,
+        layer_tar: str | None = None,
         extra: dict[str, Any] | None = None,
         reference: str | None = None,
     ) -> str:
         """A new image on `parent` (None: on nothing, as FROM scratch): `config` as its
-        config section, `history` appended, and with `layer_from` a container whose
-        changes become one more layer (a commit, a build's RUN or COPY)."""
+        config section, `history` appended, and one more layer: the changes of the
+        container `layer_from` (a commit, a build's RUN or COPY), or the tar file
+        `layer_tar` (a build's COPY onto scratch)."""
         host = media.host_platform()
         cfg: dict[str, Any] = {"architecture": host.architecture, "os": host.os,
                                "rootfs": {"type": "layers", "diff_ids": []},
@@ -820,11 +822,17 @@ class ImageService:
             layers = self.manifest(parent)["layers"]
         cfg["config"] = json.loads(json.dumps(config))
         cfg["created"] = now_rfc3339()
+        layer: tuple[dict, str] | None = None
         if layer_from is not None:
             with tempfile.TemporaryFile(dir=self.tmp) as spool:
                 self.container_diff(layer_from, spool)
                 spool.seek(0)
-                desc, diff_id = self.put_layer_tar(spool)
+                layer = self.put_layer_tar(spool)
+        elif layer_tar is not None:
+            with open(layer_tar, "rb") as f:
+                layer = self.put_layer_tar(f)
+        if layer is not None:
+            desc, diff_id = layer
             layers = layers + [desc]
             cfg["rootfs"]["diff_ids"] = list(cfg["rootfs"].get("diff_ids", [])) + [diff_id]
         cfg["history"] = list(cfg.get("history") or []) + [
