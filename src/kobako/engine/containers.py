@@ -449,12 +449,14 @@ class ContainerService(StorageOperations):
                 name, alias = links.parse(str(entry))
             except ValueError as err:
                 raise InvalidParameter(str(err)) from None
-            try:
-                linked = self.get(name)
-            except NotFound:
-                raise NotFound(f"could not get container for {name}") from None
-            out.append(links.stored(linked.name, own_name, alias))
+            out.append(links.stored(self._linked(name).name, own_name, alias))
         return out
+
+    def _linked(self, name: str) -> Container:
+        try:
+            return self.get(name)
+        except NotFound:
+            raise NotFound(f"could not get container for {name}") from None
 
     def _links(self, c: Container) -> tuple[str, list[str]]:
         """The /etc/hosts lines and environment of the container's links (on the default
@@ -465,10 +467,7 @@ class ContainerService(StorageOperations):
         mode = c.doc["HostConfig"].get("NetworkMode") or "default"
         for entry in c.doc["HostConfig"].get("Links") or []:
             name, alias = links.parse(entry)
-            try:
-                linked = self.get(name)
-            except NotFound:
-                raise NotFound(f"could not get container for {name}") from None
+            linked = self._linked(name)
             if not linked.running:
                 raise Conflict(f"Cannot link to a non running container: /{linked.name} AS "
                                f"/{c.name}/{alias}")
