@@ -210,8 +210,10 @@ class VolumeService:
                     self._delete_trash(path)
                 elif entry not in names and os.path.isdir(path):
                     data = os.path.join(path, "_data")
-                    if os.path.isdir(data) and not os.listdir(data):
-                        shutil.rmtree(path)  # a create that never reached the database
+                    if not os.path.isdir(data) or not os.listdir(data):
+                        # a create that never reached the database (killed between its
+                        # mkdirs, or before its INSERT)
+                        shutil.rmtree(path)
             for name in names:
                 os.makedirs(self.mountpoint(name), mode=0o755, exist_ok=True)
 
