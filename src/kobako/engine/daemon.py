@@ -178,6 +178,25 @@ def prepare_unix_path(path: str) -> None:
     os.makedirs(os.path.dirname(path) or "/", exist_ok=True)
 
 
+def bind_unix(path: str, group: str) -> socket.socket:
+    """The listening socket at `path`, bound early: clients that come while the daemon
+    still starts wait in its backlog (as with socket activation) instead of failing."""
+    prepare_unix_path(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)  # no window where the socket is world-connectable
+    try:
+        sock.bind(path)
+    except OSError:
+        sock.close()
+        raise
+    finally:
+        os.umask(old)
+    sock.listen(128)
+    sock.setblocking(False)
+    secure_unix_socket(path, group)
+    return sock
+
+
 def secure_unix_socket(path: str, group: str) -> None:
     """root-owned, 0660, group `group` when that group exists (as dockerd does)."""
     gid = 0
@@ -288,8 +307,8 @@ def _docker_driver_name(images: Any) -> str:
 
 
 def make_container_service(cfg: DaemonConfig, events: Any, images: Any, db_path: Any,
-                           stack: ExitStack, zygote: Any) -> Any:
-    """The container engine, forking containers' monitors through `zygote`.
+                           stack: ExitStack, monitor: Any) -> Any:
+    """The container engine, running containers through the `monitor` process.
 
     Each component gets a state-DB connection of its own: SQLite then serializes their
     writes (WAL, busy timeout), where one connection shared by threads would mix their
@@ -307,7 +326,7 @@ def make_container_service(cfg: DaemonConfig, events: Any, images: Any, db_path:
 
         return UnavailableContainerService()
     service = ContainerService(data_root=cfg.data_root, exec_root=cfg.exec_root,
-                               events=events, images=images, conn=connection(), zygote=zygote,
+                               events=events, images=images, conn=connection(), monitor=monitor,
                                log_defaults={"Type": cfg.log_driver, "Config": cfg.log_opts})
     images.in_use = service.image_in_use  # rmi refuses an image a container uses
     from kobako.engine.volumes import VolumeService
@@ -326,7 +345,8 @@ def make_container_service(cfg: DaemonConfig, events: Any, images: Any, db_path:
 # --- serving --------------------------------------------------------------------------
 
 async def serve(cfg: DaemonConfig, listeners: list[Listener], context: Any,
-                ready: Any = None) -> None:
+                bound: dict[str, socket.socket], ready: Any = None) -> None:
+    """`bound`: the unix sockets, by path, already listening (see bind_unix)."""
     from aiohttp import web
 
     from kobako.api.server import create_app
@@ -337,7 +357,6 @@ async def serve(cfg: DaemonConfig, listeners: list[Listener], context: Any,
                            max_field_size=MAX_HEADER_FIELD, max_line_size=MAX_HEADER_FIELD,
                            handle_signals=False)
     await runner.setup()
-    unix_paths: list[str] = []
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -351,14 +370,7 @@ async def serve(cfg: DaemonConfig, listeners: list[Listener], context: Any,
         activated = systemd_sockets()
         for lst in listeners:
             if lst.kind == "unix":
-                prepare_unix_path(lst.address)
-                old = os.umask(0o177)  # no window where the socket is world-connectable
-                try:
-                    await web.UnixSite(runner, lst.address).start()
-                finally:
-                    os.umask(old)
-                unix_paths.append(lst.address)
-                secure_unix_socket(lst.address, cfg.group)
+                await web.SockSite(runner, bound[lst.address]).start()
             elif lst.kind == "tcp":
                 await web.TCPSite(runner, lst.address, lst.port,
                                   ssl_context=tls_context(cfg, lst)).start()
@@ -379,8 +391,6 @@ async def serve(cfg: DaemonConfig, listeners: list[Listener], context: Any,
         shutdown = getattr(context.containers, "shutdown", None)
         if shutdown is not None:
             await shutdown()
-        for path in unix_paths:
-            remove_quietly(path)
 
 
 def setup_logging(level: str) -> None:
@@ -391,7 +401,7 @@ def setup_logging(level: str) -> None:
 
 
 def run(cfg: DaemonConfig) -> None:
-    from kobako.engine.zygote import Zygote
+    from kobako.engine.monitor_process import MonitorProcess
 
     listeners = [parse_host(h) for h in cfg.effective_hosts()]
     for lst in listeners:
@@ -399,15 +409,11 @@ def run(cfg: DaemonConfig) -> None:
             tls_context(cfg, lst)  # refuse before touching any state
     os.makedirs(cfg.data_root, mode=0o711, exist_ok=True)
     with ExitStack() as stack:
-        # The zygote first: before any thread, and before the API and image code are
-        # imported, so the heap every monitor shares with it stays small.
-        zygote = Zygote()
-        zygote.start()
-        stack.callback(zygote.stop)
-        from kobako.api.context import Context
-        from kobako.engine.events import EventBus
-        from kobako.engine.state import open_state_db, state_db_path
-
+        # The monitor's process first: before any thread, and before the API and image
+        # code are imported, so the heap the monitor shares with the daemon stays small.
+        monitor = MonitorProcess()
+        monitor.start()
+        stack.callback(monitor.stop)
         lock = DataRootLock(cfg.data_root)
         lock.acquire()
         stack.callback(lock.release)
@@ -415,6 +421,17 @@ def run(cfg: DaemonConfig) -> None:
         pidfile = cfg.effective_pidfile()
         write_pidfile(pidfile)
         stack.callback(remove_quietly, pidfile)
+        bound: dict[str, socket.socket] = {}
+        for lst in listeners:
+            if lst.kind == "unix":
+                bound[lst.address] = bind_unix(lst.address, cfg.group)
+                stack.callback(remove_quietly, lst.address)
+                stack.callback(bound[lst.address].close)
+        # imported once clients can queue: the API's imports are most of a start's time
+        from kobako.api.context import Context
+        from kobako.engine.events import EventBus
+        from kobako.engine.state import open_state_db, state_db_path
+
         db_path = state_db_path(cfg.data_root)
         conn = open_state_db(db_path)
         stack.callback(conn.close)
@@ -423,13 +440,13 @@ def run(cfg: DaemonConfig) -> None:
         images = make_image_service(cfg, db_path, warnings)
         if images is not None and hasattr(images, "close"):
             stack.callback(images.close)
-        containers = make_container_service(cfg, events, images, db_path, stack, zygote)
+        containers = make_container_service(cfg, events, images, db_path, stack, monitor)
         context = Context(config=cfg, containers=containers,
                           images=images, events=events, daemon_id=daemon_id(cfg.data_root),
                           storage_driver=_docker_driver_name(images),
                           warnings=warnings)
         context.extra["state_db"] = conn
-        asyncio.run(serve(cfg, listeners, context))
+        asyncio.run(serve(cfg, listeners, context, bound))
 
 
 def main(argv: list[str] | None = None) -> int:
