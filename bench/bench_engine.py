@@ -11,7 +11,7 @@ directory in /tmp, the same busybox image (kobako's busybox bootstrap tar throug
            total time and containers per second
   memory   PSS (/proc/<pid>/smaps_rollup) of everything the engine adds, with 20 idle
            containers, divided by 20; and the increment per container (PSS at 20
-           minus PSS at 0, divided by 20). kobako: kobakod, the zygote, every monitor.
+           minus PSS at 0, divided by 20). kobako: kobakod, its reaper, the monitor.
            dockerd: dockerd, its containerd, every containerd-shim.
   stats    `docker stats --no-stream` latency with those 20 containers (median)
   restart  SIGKILL of the daemon, start again, until `docker ps` shows all 20
@@ -122,11 +122,13 @@ def cmdline(pid: int) -> list[str]:
 
 
 def alive(pid: int) -> bool:
+    """Running: neither gone nor a zombie (an orphan's zombie stays under a PID 1 that
+    does not reap, as on some CI machines)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
         return False
-    return True
 
 
 def wait_gone(pid: int, timeout: float) -> bool:
@@ -165,6 +167,7 @@ class Engine:
         self.proc: subprocess.Popen | None = None
         self.problems: list[str] = []  # what went wrong on this engine's side
         self.container_pids: dict[str, int] = {}
+        self.monitors: set[int] = set()  # kobako's monitor processes seen
         self.env = dict(os.environ, DOCKER_HOST=f"unix://{self.sock}",
                         DOCKER_CONFIG=self.config_dir)
         self.env.pop("DOCKER_API_VERSION", None)
@@ -295,24 +298,28 @@ class Kobako(Engine):
                 "--config-file", config, "--log-level", "warn"]
 
     def engine_pids(self) -> dict[str, list[int]]:
-        monitors = sorted({ppid_of(pid) for pid in self.init_pids()})
-        zygotes = [p for p in children_of(self.pid) if comm(p) == "kobako-zygote"]
-        others = [p for p in children_of(self.pid) if p not in zygotes]
-        bad = [p for p in monitors if comm(p) != "kobako-monitor"]
+        reapers = [p for p in children_of(self.pid) if comm(p) == "kobako-reaper"]
+        monitors = {p for r in reapers for p in children_of(r) if comm(p) == "kobako-monitor"}
+        parents = {ppid_of(pid) for pid in self.init_pids()}
+        bad = [p for p in parents if comm(p) != "kobako-monitor"]
         if bad:
             self.problems.append(f"container inits whose parent is not a monitor: "
                                  f"{[(p, comm(p)) for p in bad]}")
-        return {"kobakod": [self.pid], "zygote": zygotes, "other children": others,
-                "monitors": monitors}
+        monitors |= parents
+        self.monitors |= monitors
+        others = [p for p in children_of(self.pid) if p not in reapers]
+        return {"kobakod": [self.pid], "reaper": reapers, "other children": others,
+                "monitor": sorted(monitors)}
 
     def extra_cleanup(self) -> None:
-        # monitors end with their containers; any left would be ours to report and end
+        # a monitor ends once its daemon is gone and its last container has ended; any
+        # left would be ours to report and end
         for pid in self.container_pids.values():
-            mon = ppid_of(pid)
             if alive(pid):
                 self.problems.append(f"container init {pid} outlived its removal")
-            if mon and comm(mon) == "kobako-monitor" and alive(mon):
-                self.problems.append(f"monitor {mon} outlived its container")
+        for mon in self.monitors:
+            if comm(mon) == "kobako-monitor" and not wait_gone(mon, 5):
+                self.problems.append(f"monitor {mon} outlived its daemon and containers")
                 os.kill(mon, signal.SIGKILL)
 
 

@@ -48,18 +48,19 @@ class Engine(BaseEngine):
 
     def crash(self, delay: float, *commands: tuple[str, ...]) -> None:
         """Start the docker `commands` in the background, SIGKILL the daemon `delay`
-        seconds later, check its zygote went too, restart it."""
+        seconds later, check its reaper went too, restart it."""
         assert self.daemon.proc is not None
         pid = self.daemon.proc.pid
-        zygotes = [p for p in _children(pid) if _comm(p) == "kobako-zygote"]
+        reapers = [p for p in _children(pid) if _comm(p) == "kobako-reaper"]
+        assert reapers, "no kobako-reaper under the daemon"
         clients = [self.background(*command) for command in commands]
         time.sleep(delay)
         os.kill(pid, signal.SIGKILL)
         self.daemon.proc.wait()
         self.daemon._log.close()
         deadline = time.monotonic() + 10
-        while any(_alive(z) for z in zygotes):
-            assert time.monotonic() < deadline, "the zygote outlived its daemon"
+        while any(_alive(r) for r in reapers):
+            assert time.monotonic() < deadline, "the reaper outlived its daemon"
             time.sleep(0.05)
         for client in clients:
             client.wait(30)

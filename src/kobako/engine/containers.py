@@ -1,8 +1,8 @@
 """The container service: Docker's container lifecycle on kobako's runtime.
 
     create  -> a record, a writable rootfs prepared by the image library
-    start   -> rootfs mounted, OCI bundle written, the zygote forks a monitor that
-               runs the container (see monitor.py); the daemon watches the monitor
+    start   -> rootfs mounted, OCI bundle written, the monitor process runs the
+               container (see monitor.py); the daemon watches it over its socket
     exit    -> the monitor reports it (or leaves exit.json if the daemon was away)
 
 The daemon never enters a container and never waits on its processes itself, so
@@ -43,6 +43,7 @@ from kobako.engine.errors import (
     NotModified,
 )
 from kobako.engine.monitor import EXIT_FILE, MONITOR_FILE
+from kobako.engine.monitor_process import MonitorError
 from kobako.engine.restart import RestartPolicy, next_delay
 from kobako.linux.cgroups import warmup as cgroup_warmup
 from kobako.timestamps import now_rfc3339
@@ -121,13 +122,13 @@ class Lifecycle:
 
 
 class ContainerService(StorageOperations):
-    def __init__(self, *, data_root: str, exec_root: str, events, images, conn, zygote,
+    def __init__(self, *, data_root: str, exec_root: str, events, images, conn, monitor,
                  log_defaults: dict | None = None):
         self.data_root = data_root
         self.exec_root = exec_root
         self.events = events
         self.images = images
-        self.zygote = zygote
+        self.monitor = monitor
         self.store = ContainerStore(conn)
         self._creating: set[str] = set()  # ids between their directory and their record
         self.log_defaults = log_defaults or {}
@@ -152,7 +153,7 @@ class ContainerService(StorageOperations):
     async def startup(self) -> None:
         """Find every running container's monitor again (live restore), repair what a
         daemon killed in the middle of an operation left, apply restart policies."""
-        self.zygote.attach(asyncio.get_running_loop())
+        self.monitor.attach(asyncio.get_running_loop())
         repaired = asyncio.Event()
         if self.networks is not None:
             await self.networks.startup(repaired)  # the rest of it goes on meanwhile
@@ -259,7 +260,7 @@ class ContainerService(StorageOperations):
                 c.watch_task.cancel()
         if self.networks is not None:
             await self.networks.shutdown()
-        self.zygote.stop()
+        self.monitor.stop()
 
     # -- lookups -----------------------------------------------------------------------
 
@@ -538,7 +539,10 @@ class ContainerService(StorageOperations):
             except FileNotFoundError:
                 pass
         cgroup_warmup.start()  # the init's cgroup migration comes a few ms from now
-        reply = await self.zygote.request("container", params)
+        try:
+            reply = await self.monitor.request("container", params)
+        except MonitorError as err:
+            reply = {"ok": False, "error": str(err)}
         if not reply.get("ok"):
             await asyncio.to_thread(self._unmount, c)
             if self.networks is not None:

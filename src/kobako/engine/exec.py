@@ -1,7 +1,7 @@
 """Exec instances: a process started in a running container's namespaces and cgroup.
 
-Each exec start asks the zygote for an exec monitor (monitor.run_exec_monitor),
-which calls the runtime's spawn_exec and relays the process's IO over its socket.
+Each exec start asks the monitor process (monitor.py) to start it: the monitor calls
+the runtime's spawn_exec and relays the process's IO over the exec's own socket.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import secrets
 
 from kobako.engine import monitor_link
 from kobako.engine.errors import Conflict, InvalidParameter, NotFound
+from kobako.engine.monitor_process import MonitorError
 from kobako.linux.cgroups import warmup as cgroup_warmup
 
 
@@ -99,11 +100,14 @@ class ExecService:
         instance.socket = os.path.join(self.containers.sockets, "x" + exec_id[:16] + ".sock")
         config = instance.config
         attach_stdin = bool(config.get("AttachStdin")) and not detach
-        reply = await self.containers.zygote.request("exec", {
-            "id": container.id, "runtime_root": self.containers.runtime_root,
-            "socket": instance.socket, "process": process, "open_stdin": attach_stdin,
-            "hold_output": not detach,
-        })
+        try:
+            reply = await self.containers.monitor.request("exec", {
+                "id": container.id, "runtime_root": self.containers.runtime_root,
+                "socket": instance.socket, "process": process, "open_stdin": attach_stdin,
+                "hold_output": not detach,
+            })
+        except MonitorError as err:
+            reply = {"ok": False, "error": str(err)}
         if not reply.get("ok"):
             message = reply.get("error", "exec failed")
             instance.exit_code = 126 if "permission" in message else 127

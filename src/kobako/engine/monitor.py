@@ -1,393 +1,408 @@
-"""The monitor: one small process per running container (and per running exec).
+"""The monitor: one process that holds the stdio, log and exit status of every container
+(and exec) a daemon run starts.
 
-It is forked from the zygote (already imported, so no interpreter start-up) and it
-outlives the daemon: it holds the container's stdio, writes its json-file log,
-waits for its exit and records the exit status. The daemon talks to it over a
-unix socket, so a restarted daemon can find it again (live restore).
+It is forked at daemon start-up, with the runtime already imported, and it outlives
+the daemon: the containers' inits are its children (it is a child subreaper), it
+writes their json-file logs and records their exits, and the daemon talks to it over
+a unix socket per container, so a restarted daemon finds every container again (live
+restore). Once its daemon is gone it serves on until its last container and exec have
+ended, then exits; the next daemon forks a monitor of its own.
 
-    monitor ── Runtime.create/start (in-process) ──► container init (reparented to
-    the monitor, which is a child subreaper, so it can wait for it)
+    daemon ──request──► monitor ──fork──► short-lived child: Runtime.create/start
+                           ▲                  └─► container init (reparented to the monitor)
+                           └── relays stdio, writes the log, reaps, records exit.json
 
-Socket protocol: the client sends one JSON line, then frames flow as in Docker's
-multiplexed streams: an 8-byte header [stream, 0, 0, 0, size (big-endian u32)]
-and the payload. Streams: 0 stdin (client -> monitor; an empty frame closes the
-container's stdin), 1 stdout, 2 stderr, 3 control (JSON: {"exit": {...}}).
-
-    {"op": "attach", "stdin": bool, "stdout": bool, "stderr": bool}
-    {"op": "watch"}                      only the exit notice
-    {"op": "watch", "log_errors": true}  and {"log_error": message} when writing the log
-                                         fails (the latest one again on connecting)
-    {"op": "resize", "height": h, "width": w}
+Everything runs on one single-threaded event loop (Loop): no process's IO waits for
+another's. Requests come over a SOCK_SEQPACKET socketpair, one JSON message a packet:
+{"req": n, "op": "container"|"exec", "params": {...}}; the answer carries the same
+"req" ({"req": n, "ok": ..., ...}). See relay.py for the per-process socket protocol.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import json
 import os
 import selectors
 import signal
 import socket
-import struct
 import time
+from collections.abc import Callable, Iterator
 
+from kobako.engine.relay import Relay, close_stdio, stdio
 from kobako.timestamps import now_rfc3339
 
-STDIN, STDOUT, STDERR, CONTROL = 0, 1, 2, 3
-HEADER = struct.Struct(">BxxxI")
-HELD_OUTPUT_LIMIT = 4 << 20  # bytes of output kept for an attach that is on its way
-ATTACH_GRACE = 10.0  # seconds an announced attach may take to arrive
 EXIT_FILE = "exit.json"
 MONITOR_FILE = "monitor.json"
 LOG_ERROR_FILE = "log-errors"
+UNCLAIMED_LIMIT = 1024  # exit statuses of children nobody asked for (orphans) kept
 
 
-def frame(stream: int, data: bytes) -> bytes:
-    return HEADER.pack(stream, len(data)) + data
+def drain(fd: int) -> None:
+    """Read a non-blocking pipe empty (a signal wakeup pipe)."""
+    try:
+        while os.read(fd, 512):
+            pass
+    except BlockingIOError:
+        pass
 
 
-class Client:
-    def __init__(self, sock: socket.socket):
-        self.sock = sock
-        self.buffer = b""
-        self.header: dict | None = None
-        self.wants = {STDOUT: False, STDERR: False}
-        self.stdin = False
-
-    def send(self, data: bytes) -> bool:
+def exited_children() -> Iterator[tuple[int, int]]:
+    """(pid, wait status) of each child that has exited, reaping it."""
+    while True:
         try:
-            self.sock.sendall(data)
-            return True
-        except OSError:
-            return False
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        yield pid, status
 
 
-class Relay:
-    """The IO loop shared by container and exec monitors."""
+class Timer:
+    def __init__(self, when: float, callback: Callable[[], None]):
+        self.when = when
+        self.callback: Callable[[], None] | None = callback
 
-    def __init__(self, listener: socket.socket, log_writer=None, hold_output: bool = False,
-                 stdin_once: bool = False):
+    def cancel(self) -> None:
+        self.callback = None
+
+
+class Loop:
+    """A small single-threaded event loop: fd readiness, timers and child exits.
+
+    The monitor forks (container starts, execs), which is why it is not asyncio with
+    threads. Children are reaped in one place (waitpid(-1) on SIGCHLD) and their
+    statuses handed to whoever asked with on_exit(); a status may come before the
+    question (a container init that exits at once), so it is kept until asked."""
+
+    def __init__(self) -> None:
         self.selector = selectors.DefaultSelector()
-        self.listener = listener
-        self.log = log_writer
-        self.clients: list[Client] = []
-        self.held: list[bytes] | None = [] if hold_output else None
-        self.held_size = 0
-        self.stdin_fd: int | None = None
-        self.stdin_once = stdin_once
-        self.master: int | None = None
-        self.outputs: dict[int, int] = {}  # fd -> stream
-        self.log_error: str | None = None  # the latest failure to write the log
-        self.selector.register(listener, selectors.EVENT_READ, "accept")
+        self._handlers: dict[int, list] = {}  # fd -> [reader, writer]
+        self._timers: list[tuple[float, int, Timer]] = []
+        self._order = itertools.count()
+        self._exits: dict[int, Callable[[int], None]] = {}
+        self._unclaimed: dict[int, int] = {}
+        self._wakeup_r, wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wakeup_w)
+        signal.signal(signal.SIGCHLD, lambda _signum, _frame: None)
+        self.add_reader(self._wakeup_r, self._on_wakeup)
 
-    def connect(self, tty: bool, child_fds, ours) -> None:
-        """Take our ends of the process's stdio (see _stdio), once the process has its own."""
-        from kobako.runtime.console import receive_master
+    # -- file descriptors ---------------------------------------------------------------
 
-        if tty:
-            self.master = receive_master(ours)
-            ours.close()
-            self.add_output(self.master, STDOUT)
+    def add_reader(self, fd: int, callback: Callable[[], None]) -> None:
+        self._set(fd, 0, callback)
+
+    def remove_reader(self, fd: int) -> None:
+        self._set(fd, 0, None)
+
+    def add_writer(self, fd: int, callback: Callable[[], None]) -> None:
+        self._set(fd, 1, callback)
+
+    def remove_writer(self, fd: int) -> None:
+        self._set(fd, 1, None)
+
+    def _set(self, fd: int, which: int, callback: Callable[[], None] | None) -> None:
+        handlers = self._handlers.get(fd)
+        if handlers is None:
+            if callback is None:
+                return
+            handlers = self._handlers[fd] = [None, None]
+            handlers[which] = callback
+            self.selector.register(fd, self._mask(handlers), handlers)
             return
-        for fd in child_fds:
-            os.close(fd)
-        self.stdin_fd, out_r, err_r = ours
-        self.add_output(out_r, STDOUT)
-        self.add_output(err_r, STDERR)
+        handlers[which] = callback
+        if handlers == [None, None]:
+            del self._handlers[fd]
+            self.selector.unregister(fd)
+        else:
+            self.selector.modify(fd, self._mask(handlers), handlers)
 
-    def add_output(self, fd: int, stream: int) -> None:
-        os.set_blocking(fd, False)
-        self.outputs[fd] = stream
-        self.selector.register(fd, selectors.EVENT_READ, "output")
+    @staticmethod
+    def _mask(handlers: list) -> int:
+        return ((selectors.EVENT_READ if handlers[0] else 0)
+                | (selectors.EVENT_WRITE if handlers[1] else 0))
 
-    def run_until(self, pidfd: int) -> None:
-        """Relay until the process behind pidfd has exited and its output is drained."""
-        self.selector.register(pidfd, selectors.EVENT_READ, "exit")
-        exited = False
-        while not exited or self.outputs:
-            timeout = 0.05 if exited else None
-            events = self.selector.select(timeout)
-            if exited and not events:
-                break  # the process is gone and nothing more came out
-            for key, _ in events:
-                kind = key.data
-                if kind == "accept":
-                    self._accept()
-                elif kind == "output":
-                    self._read_output(key.fd)
-                elif kind == "exit":
-                    exited = True
-                    self.selector.unregister(pidfd)
-                elif isinstance(kind, Client):
-                    self._read_client(kind)
+    # -- timers and children ------------------------------------------------------------
 
-    def await_attach(self, timeout: float) -> None:
-        """Output is held for an attach that was announced but has not connected yet (the
-        process may end first): give it a moment to come and collect what was held."""
-        deadline = time.monotonic() + timeout
-        while self.held is not None and time.monotonic() < deadline:
-            for key, _ in self.selector.select(max(0.0, deadline - time.monotonic())):
-                if key.data == "accept":
-                    self._accept()
-                elif isinstance(key.data, Client):
-                    self._read_client(key.data)
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
+        timer = Timer(time.monotonic() + delay, callback)
+        heapq.heappush(self._timers, (timer.when, next(self._order), timer))
+        return timer
 
-    def _accept(self) -> None:
+    def on_exit(self, pid: int, callback: Callable[[int], None]) -> None:
+        """callback(wait status) once child `pid` has exited (and is reaped)."""
+        if pid in self._unclaimed:
+            callback(self._unclaimed.pop(pid))
+        else:
+            self._exits[pid] = callback
+
+    def _on_wakeup(self) -> None:
+        drain(self._wakeup_r)
+
+    def _reap(self) -> None:
+        for pid, status in exited_children():
+            callback = self._exits.pop(pid, None)
+            if callback is not None:
+                callback(status)
+                continue
+            self._unclaimed[pid] = status
+            if len(self._unclaimed) > UNCLAIMED_LIMIT:
+                del self._unclaimed[next(iter(self._unclaimed))]
+
+    # -- running ------------------------------------------------------------------------
+
+    def run(self, until: Callable[[], bool]) -> None:
+        while not until():
+            timeout = None
+            while self._timers and self._timers[0][2].callback is None:
+                heapq.heappop(self._timers)
+            if self._timers:
+                timeout = max(0.0, self._timers[0][0] - time.monotonic())
+            for key, events in self.selector.select(timeout):
+                handlers = key.data  # a callback may change them: read them as late as can be
+                if events & selectors.EVENT_READ and handlers[0] is not None:
+                    handlers[0]()
+                if events & selectors.EVENT_WRITE and handlers[1] is not None:
+                    handlers[1]()
+            now = time.monotonic()
+            while self._timers and self._timers[0][0] <= now:
+                _, _, timer = heapq.heappop(self._timers)
+                callback, timer.callback = timer.callback, None
+                if callback is not None:
+                    callback()
+            self._reap()
+
+
+def in_child(loop: Loop, work: Callable[[], dict], done: Callable[[dict], None]) -> None:
+    """Run work() in a short-lived child; done(its JSON-able result) or done({"error": ...}).
+
+    The monitor lives long. Creating a container runs much of the runtime, and every
+    object that touches is copied out of the pages the monitor shares with its parent;
+    done in a child that exits, those copies go away with it, and the monitor serves
+    the other containers meanwhile. The container's processes still end up ours: we
+    are their child subreaper."""
+    r, w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        code = 0
         try:
-            sock, _ = self.listener.accept()
-        except OSError:
+            os.close(r)
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            try:
+                doc = {"ok": True, **work()}
+            except BaseException as err:  # noqa: BLE001 - handed to the parent
+                doc = {"ok": False, "error": str(err)}
+            os.write(w, json.dumps(doc).encode())
+        except BaseException:  # noqa: BLE001 - never unwind into the monitor's loop
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(w)
+    os.set_blocking(r, False)
+    chunks: list[bytes] = []
+    loop.on_exit(pid, lambda _status: None)
+
+    def readable() -> None:
+        try:
+            chunk = os.read(r, 65536)
+        except BlockingIOError:
             return
-        client = Client(sock)
-        self.selector.register(sock, selectors.EVENT_READ, client)
-
-    def _read_output(self, fd: int) -> None:
+        if chunk:
+            chunks.append(chunk)
+            return
+        loop.remove_reader(r)
+        os.close(r)
         try:
-            data = os.read(fd, 65536)
+            result = json.loads(b"".join(chunks))
+        except ValueError:
+            result = {"ok": False, "error": "the runtime died"}
+        done(result)
+
+    loop.add_reader(r, readable)
+
+
+class Monitor:
+    """The monitor process's state: the daemon's socket and the processes it holds."""
+
+    def __init__(self, sock: socket.socket):
+        self.loop = Loop()
+        self.sock = sock
+        self.active = 0  # containers and execs being started or running
+        sock.setblocking(False)
+        self.loop.add_reader(sock.fileno(), self._on_request)
+
+    def serve(self) -> None:
+        self.loop.run(lambda: self.sock is None and self.active == 0)
+
+    def _on_request(self) -> None:
+        assert self.sock is not None
+        try:
+            data = self.sock.recv(1 << 20)
         except BlockingIOError:
             return
         except OSError:
-            data = b""  # EIO: the pty's last holder closed it
-        stream = self.outputs[fd]
-        if not data:
-            self.selector.unregister(fd)
-            del self.outputs[fd]
-            return
-        if self.log is not None:
-            self.log.write("stderr" if stream == STDERR else "stdout", data)
-        self.broadcast(stream, data)
-
-    def broadcast(self, stream: int, data: bytes) -> None:
-        if self.held is not None and stream != CONTROL:
-            if self.held_size < HELD_OUTPUT_LIMIT:
-                self.held.append(frame(stream, data))
-                self.held_size += len(data)
-        packet = frame(stream, data)
-        for client in list(self.clients):
-            if stream == CONTROL or client.wants.get(stream):
-                if not client.send(packet):
-                    self._drop(client)
-
-    def report_log_error(self, message: str) -> None:
-        """Tell the daemon (its watch connection) that writing the log failed."""
-        self.log_error = message
-        for client in list(self.clients):
-            if self._wants_log_errors(client):
-                self._send_log_error(client)
-
-    @staticmethod
-    def _wants_log_errors(client: Client) -> bool:
-        header = client.header or {}
-        return header.get("op") == "watch" and bool(header.get("log_errors"))
-
-    def _send_log_error(self, client: Client) -> None:
-        packet = frame(CONTROL, json.dumps({"log_error": self.log_error}).encode())
-        if not client.send(packet):
-            self._drop(client)
-
-    def _read_client(self, client: Client) -> None:
-        try:
-            data = client.sock.recv(65536)
-        except OSError:
             data = b""
         if not data:
-            self._drop(client)
+            # the daemon is gone: serve on until the last container has ended
+            self.loop.remove_reader(self.sock.fileno())
+            self.sock.close()
+            self.sock = None
             return
-        client.buffer += data
-        if client.header is None:
-            line, sep, rest = client.buffer.partition(b"\n")
-            if not sep:
-                return
-            client.buffer = rest
-            try:
-                client.header = json.loads(line)
-            except ValueError:
-                self._drop(client)
-                return
-            self._start_client(client)
-        self._consume_stdin(client)
-
-    def _start_client(self, client: Client) -> None:
-        header = client.header or {}
-        op = header.get("op")
-        if op == "resize":
-            if self.master is not None:
-                from kobako.runtime.console import set_size
-
-                set_size(self.master, int(header.get("height", 24)), int(header.get("width", 80)))
-            self._drop(client)
+        msg = json.loads(data)
+        req, params = msg.get("req"), msg.get("params") or {}
+        starts = {"container": self._start_container, "exec": self._start_exec}
+        start = starts.get(msg.get("op"))
+        if start is None:
+            self._reply(req, {"ok": False, "error": "unknown op"})
             return
-        if op == "attach":
-            client.wants = {STDOUT: bool(header.get("stdout")), STDERR: bool(header.get("stderr"))}
-            client.stdin = bool(header.get("stdin"))
-            if self.held is not None:
-                for packet in self.held:
-                    stream = packet[0]
-                    if client.wants.get(stream):
-                        client.send(packet)
-                self.held = None
-        self.clients.append(client)
-        if self.log_error is not None and self._wants_log_errors(client):
-            self._send_log_error(client)  # a daemon that was away hears of it too
-
-    def _consume_stdin(self, client: Client) -> None:
-        while len(client.buffer) >= HEADER.size:
-            stream, size = HEADER.unpack_from(client.buffer)
-            if len(client.buffer) < HEADER.size + size:
-                return
-            payload = client.buffer[HEADER.size:HEADER.size + size]
-            client.buffer = client.buffer[HEADER.size + size:]
-            if stream != STDIN or not client.stdin:
-                continue
-            if payload:
-                self.write_stdin(payload)
-            else:
-                self.close_stdin()
-
-    def write_stdin(self, data: bytes) -> None:
-        fd = self.master if self.master is not None else self.stdin_fd
-        if fd is None:
-            return
+        self.active += 1
         try:
-            os.write(fd, data)
+            start(params, lambda doc: self._reply(req, doc))
+        except Exception as err:  # noqa: BLE001 - reported to the daemon
+            self.active -= 1
+            self._reply(req, {"ok": False, "error": f"{type(err).__name__}: {err}"})
+
+    def _reply(self, req, doc: dict) -> None:
+        if self.sock is None:
+            return  # the daemon died meanwhile: the next one adopts the container
+        try:
+            self.sock.send(json.dumps({"req": req, **doc}).encode())
         except OSError:
-            pass  # the process closed its stdin; Docker drops the input too
-
-    def close_stdin(self) -> None:
-        if self.master is not None:
-            self.write_stdin(b"\x04")  # EOF for a terminal in canonical mode
-        elif self.stdin_fd is not None:
-            os.close(self.stdin_fd)
-            self.stdin_fd = None
-
-    def _drop(self, client: Client) -> None:
-        try:
-            self.selector.unregister(client.sock)
-        except (KeyError, ValueError):
             pass
-        if client in self.clients:
-            self.clients.remove(client)
-            if client.stdin and self.stdin_once:
-                self.close_stdin()
-        client.sock.close()
 
-    def finish(self, exit_doc: dict) -> None:
-        self.broadcast(CONTROL, json.dumps({"exit": exit_doc}).encode())
-        for client in list(self.clients):
-            client.sock.close()
-        self.clients.clear()
+    def _ended(self) -> None:
+        self.active -= 1
 
+    # -- containers ---------------------------------------------------------------------
 
-def _listen(path: str) -> socket.socket:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old = os.umask(0o077)
-    try:
-        sock.bind(path)
-    finally:
-        os.umask(old)
-    sock.listen(16)
-    return sock
+    def _start_container(self, params: dict, reply: Callable[[dict], None]) -> None:
+        from kobako.engine.logs import LogConfig, open_writer
+        from kobako.runtime.container import Runtime
 
+        container_dir = params["container_dir"]
+        cid = params["id"]
+        runtime = Runtime(params["runtime_root"])
+        relay: Relay | None = None
+        log = open_writer(params["log_path"],
+                          LogConfig.from_host_config(params.get("log_config")),
+                          on_error=lambda message: _report_log_error(container_dir, relay,
+                                                                     message),
+                          attrs=params.get("log_attrs"))
+        try:
+            relay = Relay(self.loop, params["socket"], log,
+                          hold_output=params.get("hold_output", False),
+                          stdin_once=params.get("stdin_once", False))
+        except BaseException:
+            log.close()
+            raise
+        tty = params.get("tty", False)
+        child_fds, console, ours = stdio(tty, params.get("open_stdin", False))
 
-def _become_monitor(name: str) -> None:
-    from kobako.linux import syscalls as sc
+        def create_and_start() -> dict:
+            pid = runtime.create(cid, params["bundle"], stdio=child_fds, console=console).pid
+            runtime.start(cid)  # its output waits in the pipes (or the pty) until we relay
+            return {"pid": pid}
 
-    os.setsid()
-    null = os.open("/dev/null", os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(null, fd)  # let go of the daemon's log and terminal
-    os.close(null)
-    sys = sc.real()
-    sys.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
-    _set_name(name)
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE):
-        signal.signal(signum, signal.SIG_IGN)
+        def started(result: dict) -> None:
+            if not result.get("ok"):
+                close_stdio(child_fds, ours)
+            else:
+                try:
+                    relay.connect(tty, child_fds, ours)
+                except OSError as err:
+                    result = {"ok": False, "error": f"cannot take the container's stdio: {err}"}
+            if not result.get("ok"):
+                try:
+                    runtime.delete(cid, force=True)
+                except Exception:  # noqa: BLE001 - nothing was created, or it is gone already
+                    pass
+                relay.close()
+                log.close()
+                self._ended()
+                reply({"ok": False, "error": result.get("error", "the runtime failed")})
+                return
+            pid = result["pid"]
+            started_at = now_rfc3339()
+            _record(os.path.join(container_dir, MONITOR_FILE),
+                    {"pid": pid, "monitor_pid": os.getpid(), "started_at": started_at})
+            reply({"ok": True, "pid": pid, "started_at": started_at})
+            self.loop.on_exit(pid, lambda status: relay.process_exited(
+                lambda: self._container_ended(runtime, cid, params, relay, log, status)))
 
+        try:
+            in_child(self.loop, create_and_start, started)
+        finally:
+            if console is not None:
+                console.close()  # the child's copy went to the runtime
 
-def _set_name(name: str) -> None:
-    try:
-        with open("/proc/self/comm", "w") as f:
-            f.write(name[:15])
-    except OSError:
-        pass
-
-
-def _stdio(tty: bool, open_stdin: bool):
-    """(fds for the process, our ends): pipes, or a console socketpair for a pty."""
-    if tty:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        return None, theirs, ours
-    devnull = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
-    if open_stdin:
-        stdin_r, stdin_w = os.pipe()
-        os.close(devnull)
-    else:
-        stdin_r, stdin_w = devnull, None
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
-    return (stdin_r, out_w, err_w), None, (stdin_w, out_r, err_r)
-
-
-def run_container_monitor(params: dict, reply) -> None:
-    """The body of a container's monitor. `reply(doc)` answers the daemon's request once."""
-    from kobako.engine.logs import LogConfig, open_writer
-    from kobako.runtime.container import Runtime
-
-    container_dir = params["container_dir"]
-    _become_monitor("kobako-monitor")
-    runtime = Runtime(params["runtime_root"])
-    cid = params["id"]
-    listener = _listen(params["socket"])
-    relays: list[Relay] = []
-    log = open_writer(params["log_path"], LogConfig.from_host_config(params.get("log_config")),
-                      on_error=_log_error_reporter(container_dir, relays),
-                      attrs=params.get("log_attrs"))
-    relay = Relay(listener, log, hold_output=params.get("hold_output", False),
-                  stdin_once=params.get("stdin_once", False))
-    relays.append(relay)
-    tty = params.get("tty", False)
-    child_fds, console, ours = _stdio(tty, params.get("open_stdin", False))
-    def create_and_start() -> dict:
-        pid = runtime.create(cid, params["bundle"], stdio=child_fds, console=console).pid
-        runtime.start(cid)  # its output waits in the pipes (or the pty) until we relay
-        return {"pid": pid}
-
-    try:
-        init_pid = _in_child(create_and_start)["pid"]
-        relay.connect(tty, child_fds, ours)
-    except Exception as err:  # noqa: BLE001 - reported to the daemon, which shows it to the user
+    def _container_ended(self, runtime, cid: str, params: dict, relay: Relay, log,
+                         status: int) -> None:
+        exit_doc = {"exit_code": _exit_code(status), "finished_at": now_rfc3339(),
+                    "oom_killed": _oom_killed(runtime, cid)}
+        log.flush()
+        log.close()
+        exit_path = os.path.join(params["container_dir"], EXIT_FILE)
+        _record(exit_path, exit_doc)
         try:
             runtime.delete(cid, force=True)
-        except Exception:  # noqa: BLE001 - nothing was created, or it is gone already
-            pass
-        listener.close()
-        os.unlink(params["socket"])
-        reply({"ok": False, "error": str(err)})
-        return
-    started = now_rfc3339()
-    _record(os.path.join(container_dir, MONITOR_FILE),
-            {"pid": init_pid, "monitor_pid": os.getpid(), "started_at": started})
-    reply({"ok": True, "pid": init_pid, "started_at": started})
-    pidfd = os.pidfd_open(init_pid)
-    relay.run_until(pidfd)
-    relay.await_attach(ATTACH_GRACE)
-    exit_doc = _reap(init_pid, runtime, cid, params)
-    log.flush()
-    log.close()
-    _record(os.path.join(container_dir, EXIT_FILE), exit_doc)
+        except Exception as err:  # noqa: BLE001 - recorded; the daemon reports it
+            exit_doc["cleanup_error"] = str(err)
+            _record(exit_path, exit_doc)
+        relay.finish(exit_doc)
+        self._ended()
+
+    # -- execs --------------------------------------------------------------------------
+
+    def _start_exec(self, params: dict, reply: Callable[[dict], None]) -> None:
+        """Spawns the process in the container right here (an exec's start latency counts,
+        and spawning is short) and relays its IO."""
+        from kobako.runtime.container import Runtime
+        from kobako.runtime.exec import spawn_exec
+
+        runtime = Runtime(params["runtime_root"])
+        relay = Relay(self.loop, params["socket"], None,
+                      hold_output=params.get("hold_output", True))
+        process = params["process"]
+        tty = bool(process.get("terminal"))
+        child_fds, console, ours = stdio(tty, params.get("open_stdin", False))
+        try:
+            state, status = runtime.status(params["id"])
+            pid = spawn_exec(state, status, process, console=console, stdio=child_fds,
+                             seccomp_cache=runtime.seccomp_cache)  # closes console
+        except Exception as err:  # noqa: BLE001 - reported to the daemon
+            close_stdio(child_fds, ours)
+            relay.close()
+            self._ended()
+            reply({"ok": False, "error": str(err)})
+            return
+        relay.connect(tty, child_fds, ours)
+        reply({"ok": True, "pid": pid})
+
+        def exited(status: int) -> None:
+            relay.process_exited(lambda: (relay.finish({"exit_code": _exit_code(status)}),
+                                          self._ended()))
+
+        self.loop.on_exit(pid, exited)
+
+
+def _exit_code(status: int) -> int:
+    code = os.waitstatus_to_exitcode(status)
+    return code if code >= 0 else 128 - code
+
+
+def _oom_killed(runtime, cid: str) -> bool:
     try:
-        runtime.delete(cid, force=True)
-    except Exception as err:  # noqa: BLE001 - recorded; the daemon reports it
-        exit_doc["cleanup_error"] = str(err)
-        _record(os.path.join(container_dir, EXIT_FILE), exit_doc)
-    relay.finish(exit_doc)
-    listener.close()
-    try:
-        os.unlink(params["socket"])
-    except FileNotFoundError:
+        from kobako.linux import cgroups
+
+        state, _ = runtime.load(cid)
+        if state.cgroup_paths:
+            return cgroups.manager_for_paths(state.cgroup_paths).oom_kill_count() > 0
+    except Exception:  # noqa: BLE001 - the OOM flag is best effort once the cgroup is gone
         pass
+    return False
 
 
 def _record(path: str, doc: dict) -> None:
@@ -401,101 +416,38 @@ def _record(path: str, doc: dict) -> None:
         pass  # write_atomic left no temporary file behind
 
 
-def _in_child(work) -> dict:
-    """Run work() in a short-lived child; its JSON-able result, or its error raised here.
-
-    The monitor lives as long as its container. Creating the container runs much of the
-    runtime, and every object that touches is copied out of the pages shared with the
-    zygote; done in a child that exits, those copies go away with it. The container's
-    processes still end up ours: we are their child subreaper."""
-    from kobako.runtime.errors import RuntimeFailure
-
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(r)
-        try:
-            doc = {"ok": True, **work()}
-        except BaseException as err:  # noqa: BLE001 - handed to the parent, raised there
-            doc = {"ok": False, "error": str(err)}
-        os.write(w, json.dumps(doc).encode())
-        os._exit(0)
-    os.close(w)
-    chunks = []
-    while chunk := os.read(r, 65536):
-        chunks.append(chunk)
-    os.close(r)
-    os.waitpid(pid, 0)
-    result = json.loads(b"".join(chunks) or b'{"ok": false, "error": "the runtime died"}')
-    if not result.pop("ok"):
-        raise RuntimeFailure(result["error"])
-    return result
-
-
-def _log_error_reporter(container_dir: str, relays: list[Relay]):
+def _report_log_error(container_dir: str, relay: Relay | None, message: str) -> None:
     """Log write failures (disk full...): the container goes on; the daemon hears of
     them over its watch connection and logs them. They are also kept in a file, when
     the disk that is full is not that one."""
-    def report(message: str) -> None:
-        for relay in relays:
-            relay.report_log_error(message)
-        try:
-            with open(os.path.join(container_dir, LOG_ERROR_FILE), "a") as f:
-                f.write(f"{now_rfc3339()} {message}\n")
-        except OSError:
-            pass  # the disk that is full may be this one; the daemon got the message
-    return report
-
-
-def _reap(pid: int, runtime, cid: str, params: dict) -> dict:
-    _, status = os.waitpid(pid, 0)
-    code = os.waitstatus_to_exitcode(status)
-    exit_code = code if code >= 0 else 128 - code
-    oom_killed = False
+    if relay is not None:
+        relay.report_log_error(message)
     try:
-        from kobako.linux import cgroups
-
-        state, _ = runtime.load(cid)
-        if state.cgroup_paths:
-            oom_killed = cgroups.manager_for_paths(state.cgroup_paths).oom_kill_count() > 0
-    except Exception:  # noqa: BLE001 - the OOM flag is best effort once the cgroup is gone
-        oom_killed = False
-    return {"exit_code": exit_code, "finished_at": now_rfc3339(), "oom_killed": oom_killed}
+        with open(os.path.join(container_dir, LOG_ERROR_FILE), "a") as f:
+            f.write(f"{now_rfc3339()} {message}\n")
+    except OSError:
+        pass  # the disk that is full may be this one; the daemon got the message
 
 
-def run_exec_monitor(params: dict, reply) -> None:
-    """The body of an exec's monitor: spawns the process in the container and relays its IO."""
-    from kobako.runtime.container import Runtime
-    from kobako.runtime.exec import spawn_exec
+def serve(sock: socket.socket) -> None:
+    """The monitor process's main: called in the forked child, never returns normally."""
+    from kobako.linux import syscalls as sc
 
-    _become_monitor("kobako-exec")
-    runtime = Runtime(params["runtime_root"])
-    listener = _listen(params["socket"])
-    relay = Relay(listener, None, hold_output=params.get("hold_output", True))
-    process = params["process"]
-    tty = bool(process.get("terminal"))
-    child_fds, console, ours = _stdio(tty, params.get("open_stdin", False))
+    os.setsid()
+    null = os.open("/dev/null", os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)  # let go of the daemon's log and terminal
+    os.close(null)
+    sc.real().prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
+    _set_name("kobako-monitor")
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE):
+        signal.signal(signum, signal.SIG_IGN)
+    Monitor(sock).serve()
+
+
+def _set_name(name: str) -> None:
     try:
-        # in this process, not _in_child: an exec is mostly short-lived, and its start
-        # latency counts more than the pages the runtime code copies here
-        state, status = runtime.status(params["id"])
-        pid = spawn_exec(state, status, process, console=console, stdio=child_fds,
-                         seccomp_cache=runtime.seccomp_cache)
-    except Exception as err:  # noqa: BLE001 - reported to the daemon
-        listener.close()
-        os.unlink(params["socket"])
-        reply({"ok": False, "error": str(err)})
-        return
-    relay.connect(tty, child_fds, ours)
-    reply({"ok": True, "pid": pid})
-    pidfd = os.pidfd_open(pid)
-    relay.run_until(pidfd)
-    relay.await_attach(ATTACH_GRACE)
-    _, status_code = os.waitpid(pid, 0)
-    code = os.waitstatus_to_exitcode(status_code)
-    relay.finish({"exit_code": code if code >= 0 else 128 - code})
-    listener.close()
-    try:
-        os.unlink(params["socket"])
-    except FileNotFoundError:
+        with open("/proc/self/comm", "w") as f:
+            f.write(name[:15])
+    except OSError:
         pass

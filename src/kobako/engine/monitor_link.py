@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from kobako.engine.monitor import CONTROL, HEADER, STDIN, frame
+from kobako.engine.relay import CONTROL, HEADER, STDIN, frame
 
 
 class MonitorGone(Exception):

@@ -26,8 +26,8 @@ _JSON_FILE_OPTS = {"max-file", "max-size", "compress", "labels", "labels-regex",
 
 # go-units FromHumanSize: decimal multipliers, an optional "i" and "b" are ignored.
 _SIZE_RE = re.compile(r"^(\d+(?:\.\d+)*) ?([kKmMgGtTpP])?[iI]?[bB]?$")
-# compiled at import (in the zygote), not in each monitor: compiling allocates enough to
-# copy ~0.5 MiB of the pages monitors share
+# compiled at import (before the monitor forks), not in the monitor: compiling allocates
+# enough to copy ~0.5 MiB of the pages it shares
 _INT_RE = re.compile(r"[+-]?\d+")
 _DECIMAL = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "p": 10**15}
 _GO_TRUE = {"1", "t", "T", "TRUE", "true", "True"}
