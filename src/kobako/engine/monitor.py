@@ -84,10 +84,19 @@ class Loop:
         self._order = itertools.count()
         self._exits: dict[int, Callable[[int], None]] = {}
         self._unclaimed: dict[int, int] = {}
-        self._wakeup_r, wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        signal.set_wakeup_fd(wakeup_w)
+        self._wakeup_r, self._wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(self._wakeup_w)
         signal.signal(signal.SIGCHLD, lambda _signum, _frame: None)
         self.add_reader(self._wakeup_r, self._on_wakeup)
+
+    def close(self) -> None:
+        """Give back the process's SIGCHLD handling (the loop lives as long as the
+        monitor; tests make and close several)."""
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        self.selector.close()
+        os.close(self._wakeup_r)
+        os.close(self._wakeup_w)
 
     # -- file descriptors ---------------------------------------------------------------
 

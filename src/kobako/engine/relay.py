@@ -132,6 +132,9 @@ class Relay:
         self.held_size = 0
         self.stdin_fd: int | None = None
         self.stdin_once = stdin_once
+        self.stdin_pending = bytearray()  # input the process has not taken yet
+        self.stdin_closing = False  # close its stdin once it has taken that
+        self.stdin_paused = False  # clients' input not read while too much is pending
         self.master: int | None = None
         self.outputs: dict[int, int] = {}  # fd -> stream
         self.log_error: str | None = None  # the latest failure to write the log
@@ -154,6 +157,8 @@ class Relay:
         for fd in child_fds:
             os.close(fd)
         self.stdin_fd, out_r, err_r = ours
+        if self.stdin_fd is not None:
+            os.set_blocking(self.stdin_fd, False)
         self._add_output(out_r, STDOUT)
         self._add_output(err_r, STDERR)
 
@@ -223,6 +228,7 @@ class Relay:
             self._close_output(fd)
         for fd in (self.stdin_fd, self.master):
             if fd is not None:
+                self.loop.remove_writer(fd)
                 os.close(fd)
         self.stdin_fd = self.master = None
         if self.listener is not None:
@@ -324,9 +330,13 @@ class Relay:
             sock, _ = self.listener.accept()
         except (OSError, AttributeError):
             return
+        sock.setblocking(False)  # accepted sockets are blocking whatever the listener is
         client = Client(sock)
         self.connections.append(client)
-        self.loop.add_reader(sock.fileno(), lambda: self._read_client(client))
+        self.loop.add_reader(sock.fileno(), self._client_reader(client))
+
+    def _client_reader(self, client: Client) -> Callable[[], None]:
+        return lambda: self._read_client(client)
 
     def _read_client(self, client: Client) -> None:
         try:
@@ -390,21 +400,56 @@ class Relay:
             else:
                 self.close_stdin()
 
+    def _stdin_target(self) -> int | None:
+        return self.master if self.master is not None else self.stdin_fd
+
     def write_stdin(self, data: bytes) -> None:
-        fd = self.master if self.master is not None else self.stdin_fd
+        if self._stdin_target() is not None:
+            self.stdin_pending += data
+            self._flush_stdin()
+
+    def _flush_stdin(self) -> None:
+        """Write what the process takes now; the rest when it takes more. Clients that
+        send too far ahead wait (as a blocked write would make them), not the monitor."""
+        fd = self._stdin_target()
+        while fd is not None and self.stdin_pending:
+            try:
+                del self.stdin_pending[:os.write(fd, self.stdin_pending)]
+            except BlockingIOError:
+                break
+            except OSError:
+                self.stdin_pending.clear()  # the process closed its stdin: Docker drops it too
         if fd is None:
             return
-        try:
-            os.write(fd, data)
-        except OSError:
-            pass  # the process closed its stdin (or its pipe is full); Docker drops it too
+        if self.stdin_pending:
+            self.loop.add_writer(fd, self._flush_stdin)
+        else:
+            self.loop.remove_writer(fd)
+            if self.stdin_closing:
+                self._close_stdin_pipe()
+        paused = len(self.stdin_pending) > CLIENT_BUFFER_LIMIT
+        if paused != self.stdin_paused:
+            self.stdin_paused = paused
+            for client in self.clients:
+                if client.stdin and paused:
+                    self.loop.remove_reader(client.sock.fileno())
+                elif client.stdin:
+                    self.loop.add_reader(client.sock.fileno(), self._client_reader(client))
 
     def close_stdin(self) -> None:
         if self.master is not None:
             self.write_stdin(b"\x04")  # EOF for a terminal in canonical mode
+        elif self.stdin_pending:
+            self.stdin_closing = True
         elif self.stdin_fd is not None:
-            os.close(self.stdin_fd)
-            self.stdin_fd = None
+            self._close_stdin_pipe()
+
+    def _close_stdin_pipe(self) -> None:
+        assert self.stdin_fd is not None
+        self.loop.remove_writer(self.stdin_fd)
+        os.close(self.stdin_fd)
+        self.stdin_fd = None
+        self.stdin_closing = False
 
     def _drop(self, client: Client) -> None:
         self.loop.remove_reader(client.sock.fileno())
