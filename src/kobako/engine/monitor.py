@@ -84,6 +84,7 @@ class Loop:
         self._order = itertools.count()
         self._exits: dict[int, Callable[[int], None]] = {}
         self._unclaimed: dict[int, int] = {}
+        self._owner = os.getpid()
         self._wakeup_r, self._wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(self._wakeup_w)
         signal.signal(signal.SIGCHLD, lambda _signum, _frame: None)
@@ -150,7 +151,11 @@ class Loop:
     def _on_wakeup(self) -> None:
         drain(self._wakeup_r)
 
-    def _reap(self) -> None:
+    def reap(self) -> None:
+        if os.getpid() != self._owner:  # a forked child (in_child) has children of its own
+            for _ in exited_children():
+                pass
+            return
         for pid, status in exited_children():
             callback = self._exits.pop(pid, None)
             if callback is not None:
@@ -181,7 +186,7 @@ class Loop:
                 callback, timer.callback = timer.callback, None
                 if callback is not None:
                     callback()
-            self._reap()
+            self.reap()
 
 
 def in_child(loop: Loop, work: Callable[[], dict], done: Callable[[dict], None]) -> None:
@@ -293,7 +298,7 @@ class Monitor:
 
         container_dir = params["container_dir"]
         cid = params["id"]
-        runtime = Runtime(params["runtime_root"])
+        runtime = Runtime(params["runtime_root"], reap_children=self.loop.reap)
         relay: Relay | None = None
         log = open_writer(params["log_path"],
                           LogConfig.from_host_config(params.get("log_config")),
@@ -371,7 +376,7 @@ class Monitor:
         from kobako.runtime.container import Runtime
         from kobako.runtime.exec import spawn_exec
 
-        runtime = Runtime(params["runtime_root"])
+        runtime = Runtime(params["runtime_root"], reap_children=self.loop.reap)
         relay = Relay(self.loop, params["socket"], None,
                       hold_output=params.get("hold_output", True))
         process = params["process"]

@@ -59,11 +59,16 @@ def load_config(bundle: str) -> dict:
 class Runtime:
     """Containers under one state root (runc's --root)."""
 
-    def __init__(self, root: str, systemd_cgroup: bool = False, log=None):
+    def __init__(self, root: str, systemd_cgroup: bool = False, log=None,
+                 reap_children=None):
         self.root = root
         self.systemd_cgroup = systemd_cgroup
         self.seccomp_cache = os.path.join(root, ".seccomp")  # compiled filters
         self.log = log
+        # reaps our exited children while delete waits for a container's processes to
+        # go; a caller with children of its own to wait for (the engine's monitor)
+        # passes its reaper, which hands their statuses on rather than losing them
+        self.reap_children = reap_children or (lambda: _reap(-1, block=False))
 
     def dir(self, container_id: str) -> StateDir:
         validate_id(container_id)
@@ -312,7 +317,7 @@ class Runtime:
             alive = state.pid and process_start_time(state.pid) == state.pid_start
             if not alive and (mgr is None or not mgr.procs()):
                 return
-            _reap(-1, block=False)
+            self.reap_children()
             time.sleep(0.005)
         raise RuntimeFailure(f"processes of container {state.id} did not die after SIGKILL")
 
