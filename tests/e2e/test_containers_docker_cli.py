@@ -117,6 +117,37 @@ def test_oom_killed(engine):
         engine.run("rm", "-f", "kbt-oom")
 
 
+def test_limits_the_kernel_cannot_enforce_are_discarded_with_a_warning(engine):
+    """As dockerd: a kernel without BFQ/CFQ has no blkio weight files; the container runs
+    without the weight and the CLI prints the warning. Where the kernel has them, the
+    weight reaches the container's cgroup."""
+    from kobako.linux.cgroups.sysinfo import probe
+
+    result = engine.run("run", "-d", "--name", "kbt-weight", "--blkio-weight", "300",
+                        "busybox", "sleep", "1000", check=True)
+    try:
+        weight = engine.run("inspect", "--format", "{{.HostConfig.BlkioWeight}}",
+                            "kbt-weight", check=True).stdout.strip()
+        limits = probe()
+        if limits.blkio_weight:
+            assert weight == "300" and "Weight discarded" not in result.stderr
+            pid = int(engine.run("inspect", "--format", "{{.State.Pid}}", "kbt-weight",
+                                 check=True).stdout)
+            if limits.version == "2":
+                assert cgroup_file(pid, "", "io.weight") == "default 300"
+            else:
+                try:
+                    assert cgroup_file(pid, "blkio", "blkio.weight") == "300"
+                except FileNotFoundError:
+                    assert cgroup_file(pid, "blkio", "blkio.bfq.weight").split()[-1] == "300"
+        else:
+            assert weight == "0"
+            assert ("WARNING: Your kernel does not support Block I/O weight or the cgroup is "
+                    "not mounted. Weight discarded.") in result.stderr
+    finally:
+        engine.run("rm", "-f", "kbt-weight")
+
+
 def test_errors_have_docker_status_and_wording(engine):
     missing = engine.run("run", "--rm", "busybox", "/no/such/binary")
     assert missing.returncode == 127

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -10,9 +11,12 @@ import pytest
 from kobako.engine import oci_spec, seccomp_default
 from kobako.engine.errors import EngineError, InvalidParameter, NotImplementedYet
 from kobako.linux import capabilities
+from kobako.linux.cgroups.sysinfo import SysInfo
 from kobako.runtime import spec as runtime_spec
 
 CID = "0123456789abcdef" * 4
+# a host whose cgroups can enforce every limit
+EVERY_LIMIT = SysInfo(**{f.name: True for f in dataclasses.fields(SysInfo) if f.type == "bool"})
 
 
 @pytest.fixture
@@ -620,15 +624,46 @@ def test_adapt_host_config():
 ])
 def test_verify_host_config(host_config, message):
     with pytest.raises(InvalidParameter, match=message):
-        oci_spec.verify_host_config(host_config)
+        oci_spec.verify_host_config(host_config, sysinfo=EVERY_LIMIT)
 
 
 def test_verify_host_config_warnings_and_workdir():
-    assert oci_spec.verify_host_config({"OomKillDisable": True})[0].startswith(
-        "OOM killer is disabled")
-    assert oci_spec.verify_host_config({"Memory": 10 << 20, "MemorySwap": -1}) == []
+    assert oci_spec.verify_host_config({"OomKillDisable": True}, sysinfo=EVERY_LIMIT)[0]\
+        .startswith("OOM killer is disabled")
+    assert oci_spec.verify_host_config({"Memory": 10 << 20, "MemorySwap": -1},
+                                       sysinfo=EVERY_LIMIT) == []
     with pytest.raises(InvalidParameter, match="it needs to be an absolute path"):
-        oci_spec.verify_host_config({}, {"WorkingDir": "rel"})
+        oci_spec.verify_host_config({}, {"WorkingDir": "rel"}, sysinfo=EVERY_LIMIT)
+
+
+def test_verify_host_config_discards_what_the_host_cannot_limit():
+    # a 6.x kernel without BFQ/CFQ has no blkio weight files; no swap accounting
+    host = dataclasses.replace(EVERY_LIMIT, blkio_weight=False, blkio_weight_device=False,
+                               swap_limit=False, pids_limit=False)
+    hc = {"Memory": 64 << 20, "BlkioWeight": 300, "PidsLimit": 10, "CpuShares": 512,
+          "BlkioWeightDevice": [{"Path": "/dev/sda", "Weight": 200}]}
+    warnings = oci_spec.verify_host_config(hc, sysinfo=host)
+    assert warnings == [
+        "Your kernel does not support swap limit capabilities or the cgroup is not mounted. "
+        "Memory limited without swap.",
+        "Your kernel does not support PIDs limit capabilities or the cgroup is not mounted. "
+        "PIDs limit discarded.",
+        "Your kernel does not support Block I/O weight or the cgroup is not mounted. "
+        "Weight discarded.",
+        "Your kernel does not support Block I/O weight_device or the cgroup is not mounted. "
+        "Weight-device discarded."]
+    assert hc == {"Memory": 64 << 20, "MemorySwap": -1, "BlkioWeight": 0, "PidsLimit": None,
+                  "CpuShares": 512, "BlkioWeightDevice": []}
+    # the swap default (twice the memory) is not applied on top of the discard
+    assert oci_spec.adapt_host_config(hc, "v1")["MemorySwap"] == -1
+    # out-of-range values of a discarded setting are not an error, as in dockerd
+    assert oci_spec.verify_host_config({"BlkioWeight": 5}, sysinfo=host)
+    with pytest.raises(InvalidParameter, match="does not support CPU CFS"):
+        oci_spec.verify_host_config({"NanoCpus": 10**9},
+                                    sysinfo=dataclasses.replace(EVERY_LIMIT, cpu_cfs=False))
+    with pytest.raises(InvalidParameter, match="does not support cgroup cpu real-time period"):
+        oci_spec.verify_host_config({"CpuRealtimePeriod": 1000},
+                                    sysinfo=dataclasses.replace(EVERY_LIMIT, cpu_realtime=False))
 
 
 def test_exec_process(rootfs):

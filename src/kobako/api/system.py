@@ -18,6 +18,7 @@ from kobako.api.params import filters_param, json_body, str_param
 from kobako.api.streams import JSONStream
 from kobako.engine.errors import InvalidParameter, Unavailable
 from kobako.engine.events import EventFilter, parse_timestamp
+from kobako.linux.cgroups.sysinfo import probe as probe_sysinfo
 
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386",
          "ppc64le": "ppc64le", "s390x": "s390x", "riscv64": "riscv64"}
@@ -95,11 +96,6 @@ def _mem_total() -> int:
     return 0
 
 
-def cgroup_version() -> str:
-    """"2" on a unified hierarchy, "1" on v1 or hybrid (v1 controllers + cgroup2 mount)."""
-    return "2" if os.path.exists("/sys/fs/cgroup/cgroup.controllers") else "1"
-
-
 def _sysctl_on(path: str) -> bool:
     try:
         with open(path) as f:
@@ -119,7 +115,12 @@ async def info(request: web.Request) -> web.Response:
             c.warnings.append(f"listing images failed: {exc}")
     os_name, os_version = _os_release()
     cfg = c.config
-    cgv = cgroup_version()
+    limits = probe_sysinfo()  # what this host's cgroups can enforce
+    cgv = limits.version
+    ip_forward = _sysctl_on("/proc/sys/net/ipv4/ip_forward")
+    warnings = list(c.warnings) + limits.warnings()
+    if not ip_forward:
+        warnings.append("WARNING: IPv4 forwarding is disabled")
     security = ["name=seccomp,profile=builtin"]
     if cgv == "2":
         security.append("name=cgroupns")
@@ -142,11 +143,12 @@ async def info(request: web.Request) -> web.Response:
         "DriverStatus": [["Backing Filesystem", "extfs"]] if c.storage_driver == "overlay2" else [],
         "Plugins": {"Volume": ["local"], "Network": ["bridge", "host", "null"],
                     "Authorization": None, "Log": ["json-file"]},
-        "MemoryLimit": True, "SwapLimit": os.path.exists(
-            "/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes"),
-        "CpuCfsPeriod": True, "CpuCfsQuota": True, "CPUShares": True, "CPUSet": True,
-        "PidsLimit": True, "OomKillDisable": cgv == "1",
-        "IPv4Forwarding": _sysctl_on("/proc/sys/net/ipv4/ip_forward"),
+        "MemoryLimit": limits.memory_limit, "SwapLimit": limits.swap_limit,
+        "KernelMemory": limits.kernel_memory, "KernelMemoryTCP": limits.kernel_memory,
+        "CpuCfsPeriod": limits.cpu_cfs, "CpuCfsQuota": limits.cpu_cfs,
+        "CPUShares": limits.cpu_shares, "CPUSet": limits.cpuset,
+        "PidsLimit": limits.pids_limit, "OomKillDisable": limits.oom_kill_disable,
+        "IPv4Forwarding": ip_forward,
         "BridgeNfIptables": _sysctl_on("/proc/sys/net/bridge/bridge-nf-call-iptables"),
         "BridgeNfIp6tables": _sysctl_on("/proc/sys/net/bridge/bridge-nf-call-ip6tables"),
         "Debug": cfg.debug or cfg.log_level == "debug",
@@ -189,7 +191,7 @@ async def info(request: web.Request) -> web.Response:
         "ContainerdCommit": {"ID": ""}, "RuncCommit": {"ID": ""}, "InitCommit": {"ID": ""},
         "SecurityOptions": security,
         "CDISpecDirs": [],
-        "Warnings": list(c.warnings) or None,
+        "Warnings": warnings or None,
     }
     return web.json_response(doc)
 

@@ -186,7 +186,8 @@ class StorageOperations:
                            "set memoryswap limit, update the memoryswap at the same time")
         resources = {k: v for k, v in update.items() if k in self._UPDATABLE}
         merged = {**hc, **resources}
-        oci_spec.verify_host_config(merged, c.doc["Config"])
+        warnings = oci_spec.verify_host_config(merged, c.doc["Config"], update=True)
+        resources = {k: merged[k] for k in resources}  # less what this host cannot limit
         if c.running and resources:
             from kobako.runtime.errors import RuntimeFailure
 
@@ -202,4 +203,4 @@ class StorageOperations:
                                                             or 0)}
         self.store.update(c.doc)
         self._event(c, "update")
-        return {"Warnings": []}
+        return {"Warnings": warnings}

@@ -67,6 +67,7 @@ class Container:
         self.health = None  # a HealthMonitor while running with a healthcheck
         self.restart_task: asyncio.Task | None = None
         self.restart_delay = 0.0
+        self.restart_waiting = False  # its restart task is in its back-off, not starting yet
         self.spec: dict | None = None  # the OCI spec of its current run, once written here
         if not self.running:
             self.exited.set()
@@ -797,7 +798,11 @@ class ContainerService(StorageOperations):
         self.store.update(c.doc)
 
         async def restart_later() -> None:
-            await asyncio.sleep(c.restart_delay)
+            c.restart_waiting = True
+            try:
+                await asyncio.sleep(c.restart_delay)
+            finally:
+                c.restart_waiting = False
             async with c.lock:
                 c.state["Restarting"] = False
                 if c.id not in self.containers or c.private.get("manually_stopped"):
@@ -819,11 +824,17 @@ class ContainerService(StorageOperations):
         c.restart_task = asyncio.get_running_loop().create_task(restart_later())
         return True
 
-    def _cancel_restart(self, c: Container) -> bool:
-        """Stop a pending restart (docker stop/kill/rm of a restarting container)."""
+    async def _cancel_restart(self, c: Container) -> bool:
+        """Stop a pending restart (docker stop/kill/rm of a restarting container). One
+        that is starting the container already is let finish: cancelled half-way, the
+        monitor would run a container the daemon no longer tracks."""
         c.private["manually_stopped"] = True
-        if c.restart_task is not None and not c.restart_task.done():
-            c.restart_task.cancel()
+        task = c.restart_task
+        if task is not None and not task.done() and not c.restart_waiting:
+            await asyncio.wait([task])
+            return False
+        if task is not None and not task.done():
+            task.cancel()
             c.state.update({"Restarting": False, "Status": "exited"})
             self.store.update(c.doc)
             return True
@@ -856,7 +867,7 @@ class ContainerService(StorageOperations):
     async def kill(self, ref: str, signal: str | None) -> None:
         c = self.get(ref)
         sig = parse_signal(signal or "SIGKILL")
-        if self._cancel_restart(c):
+        if await self._cancel_restart(c):
             return
         Lifecycle.check_running(c)
         await self._signal(c, sig, all_processes=sig == signal_module.SIGKILL)
@@ -864,7 +875,7 @@ class ContainerService(StorageOperations):
 
     async def stop(self, ref: str, timeout: int | None, signal: str | None) -> None:
         c = self.get(ref)
-        if self._cancel_restart(c) or not c.running:
+        if await self._cancel_restart(c) or not c.running:
             if c.running:
                 await self._stop(c, timeout, signal)
                 return
@@ -892,7 +903,7 @@ class ContainerService(StorageOperations):
 
     async def restart(self, ref: str, timeout: int | None, signal: str | None) -> None:
         c = self.get(ref)
-        self._cancel_restart(c)  # also keeps the exit below from triggering the policy
+        await self._cancel_restart(c)  # also keeps the exit below from triggering the policy
         async with c.lock:
             if c.running:
                 await self._stop(c, timeout, signal)
@@ -923,7 +934,7 @@ class ContainerService(StorageOperations):
     async def remove(self, ref: str, force: bool, volumes: bool, link: bool) -> None:
         c = self.get(ref)
         Lifecycle.check_removable(c, force)
-        self._cancel_restart(c)
+        await self._cancel_restart(c)
         if c.running:
             if c.state.get("Paused"):
                 await asyncio.to_thread(self._runtime().kill, c.id, signal_module.SIGKILL, True)

@@ -29,6 +29,8 @@ from typing import Any
 from kobako.engine import seccomp_default, users
 from kobako.engine.errors import EngineError, InvalidParameter, NotImplementedYet
 from kobako.linux import capabilities as caps_mod
+from kobako.linux.cgroups.sysinfo import SysInfo
+from kobako.linux.cgroups.sysinfo import probe as probe_sysinfo
 
 log = logging.getLogger(__name__)
 
@@ -230,50 +232,98 @@ def _mode_valid(mode: str, extra: tuple[str, ...] = ()) -> bool:
     return False
 
 
-def verify_host_config(host_config: dict, config: dict | None = None) -> list[str]:
+def verify_host_config(host_config: dict, config: dict | None = None, *,
+                       sysinfo: SysInfo | None = None, update: bool = False) -> list[str]:
     """dockerd's create-time checks (verifyPlatformContainerSettings and friends).
 
-    Raises InvalidParameter with Docker's message; returns Docker's warnings.
+    Raises InvalidParameter with Docker's message; returns Docker's warnings. Limits
+    this host's cgroups cannot enforce (`sysinfo`) are discarded from `host_config`
+    in place, each with dockerd's warning, as dockerd does.
     """
-    hc = host_config or {}
+    hc = host_config if host_config is not None else {}
+    info = sysinfo or probe_sysinfo()
     warnings: list[str] = []
+
+    def discard(supported: bool, fields: dict[str, Any], warning: str | None) -> None:
+        if supported or not any(hc.get(name) for name in fields):
+            return
+        if warning:
+            warnings.append(warning)
+        hc.update(fields)
+
     workdir = (config or {}).get("WorkingDir") or ""
     if workdir and not workdir.startswith("/"):
         raise InvalidParameter(
             f"the working directory '{workdir}' is invalid, it needs to be an absolute path")
     memory = hc.get("Memory") or 0
-    swap = hc.get("MemorySwap") or 0
     if memory and memory < LINUX_MIN_MEMORY:
         raise InvalidParameter("Minimum memory limit allowed is 6MB")
+    if memory > 0 and not info.memory_limit:
+        warnings.append("Your kernel does not support memory limit capabilities or the cgroup "
+                        "is not mounted. Limitation discarded.")
+        hc["Memory"], hc["MemorySwap"], memory = 0, -1, 0
+    if memory > 0 and hc.get("MemorySwap") != -1 and not info.swap_limit:
+        warnings.append("Your kernel does not support swap limit capabilities or the cgroup is "
+                        "not mounted. Memory limited without swap.")
+        hc["MemorySwap"] = -1
+    swap = hc.get("MemorySwap") or 0
     if memory > 0 and swap > 0 and swap < memory:
         raise InvalidParameter(
             "Minimum memoryswap limit should be larger than memory limit, see usage")
-    if memory == 0 and swap > 0:
+    if memory == 0 and swap > 0 and not update:
         raise InvalidParameter(
             "You should always set the Memory limit when using Memoryswap limit, see usage")
+    if hc.get("MemorySwappiness") not in (None, -1) and not info.memory_swappiness:
+        warnings.append("Your kernel does not support memory swappiness capabilities or the "
+                        "cgroup is not mounted. Memory swappiness discarded.")
+        hc["MemorySwappiness"] = None
     swappiness = hc.get("MemorySwappiness")
     if swappiness is not None and swappiness != -1 and not 0 <= swappiness <= 100:
         raise InvalidParameter(
             f"Invalid value: {swappiness}, valid memory swappiness range is 0-100")
+    discard(info.memory_reservation, {"MemoryReservation": 0},
+            "Your kernel does not support memory soft limit capabilities or the cgroup is not "
+            "mounted. Limitation discarded.")
     reservation = hc.get("MemoryReservation") or 0
     if 0 < reservation < LINUX_MIN_MEMORY:
         raise InvalidParameter("Minimum memory reservation allowed is 6MB")
     if memory > 0 and reservation > 0 and memory < reservation:
         raise InvalidParameter(
             "Minimum memory limit can not be less than memory reservation limit, see usage")
+    discard(info.kernel_memory, {"KernelMemory": 0},
+            "Your kernel does not support kernel memory limit capabilities or the cgroup is "
+            "not mounted. Limitation discarded.")
+    discard(info.oom_kill_disable, {"OomKillDisable": False},
+            "Your kernel does not support OomKillDisable. OomKillDisable discarded.")
     if hc.get("OomKillDisable") and not memory:
         warnings.append("OOM killer is disabled for the container, but no memory limit is set, "
                         "this can result in the system running out of resources.")
+    if hc.get("PidsLimit") is not None and not info.pids_limit:
+        if hc["PidsLimit"] > 0:
+            warnings.append("Your kernel does not support PIDs limit capabilities or the "
+                            "cgroup is not mounted. PIDs limit discarded.")
+        hc["PidsLimit"] = None
     nano = hc.get("NanoCpus") or 0
     if nano > 0 and (hc.get("CpuPeriod") or 0) > 0:
         raise InvalidParameter("Conflicting options: Nano CPUs and CPU Period cannot both be set")
     if nano > 0 and (hc.get("CpuQuota") or 0) > 0:
         raise InvalidParameter("Conflicting options: Nano CPUs and CPU Quota cannot both be set")
+    if nano > 0 and not info.cpu_cfs:
+        raise InvalidParameter("NanoCPUs can not be set, as your kernel does not support CPU "
+                               "CFS scheduler or the cgroup is not mounted")
     if nano:
         ncpu = os.cpu_count() or 1
         if nano < 0 or nano > ncpu * 10**9:
             raise InvalidParameter(f"range of CPUs is from 0.01 to {ncpu}.00, as there are only "
                                    f"{ncpu} CPUs available")
+    if (hc.get("CpuShares") or 0) < 0:
+        raise InvalidParameter(f"invalid CPU shares ({hc['CpuShares']}): value must be a "
+                               "positive integer")
+    discard(info.cpu_shares, {"CpuShares": 0},
+            "Your kernel does not support CPU shares or the cgroup is not mounted. "
+            "Shares discarded.")
+    discard(info.cpu_cfs, {"CpuPeriod": 0, "CpuQuota": 0},
+            "Your kernel does not support CPU CFS scheduler. CPU period/quota discarded.")
     period = hc.get("CpuPeriod") or 0
     if period and not 1000 <= period <= 1000000:
         raise InvalidParameter("CPU cfs period can not be less than 1ms (i.e. 1000) or larger "
@@ -281,12 +331,36 @@ def verify_host_config(host_config: dict, config: dict | None = None) -> list[st
     quota = hc.get("CpuQuota") or 0
     if 0 < quota < 1000:
         raise InvalidParameter("CPU cfs quota can not be less than 1ms (i.e. 1000)")
-    if (hc.get("CpuShares") or 0) < 0:
-        raise InvalidParameter(f"invalid CPU shares ({hc['CpuShares']}): value must be a "
-                               "positive integer")
+    for field, what in (("CpuRealtimePeriod", "period"), ("CpuRealtimeRuntime", "runtime")):
+        if (hc.get(field) or 0) > 0 and not info.cpu_realtime:
+            raise InvalidParameter(f"Your kernel does not support cgroup cpu real-time {what}")
+    rt_period, rt_runtime = hc.get("CpuRealtimePeriod") or 0, hc.get("CpuRealtimeRuntime") or 0
+    if rt_period and rt_runtime and rt_runtime > rt_period:
+        raise InvalidParameter("cpu real-time runtime cannot be higher than cpu real-time period")
+    discard(info.cpuset, {"CpusetCpus": "", "CpusetMems": ""},
+            "Your kernel does not support cpuset or the cgroup is not mounted. "
+            "Cpuset discarded.")
+    discard(info.blkio_weight, {"BlkioWeight": 0},
+            "Your kernel does not support Block I/O weight or the cgroup is not mounted. "
+            "Weight discarded.")
     weight = hc.get("BlkioWeight") or 0
     if weight > 0 and not 10 <= weight <= 1000:
         raise InvalidParameter("Range of blkio weight is from 10 to 1000")
+    discard(info.blkio_weight_device, {"BlkioWeightDevice": []},
+            "Your kernel does not support Block I/O weight_device or the cgroup is not "
+            "mounted. Weight-device discarded.")
+    discard(info.blkio_read_bps_device, {"BlkioDeviceReadBps": []},
+            "Your kernel does not support BPS Block I/O read limit or the cgroup is not "
+            "mounted. Block I/O BPS read limit discarded.")
+    discard(info.blkio_write_bps_device, {"BlkioDeviceWriteBps": []},
+            "Your kernel does not support BPS Block I/O write limit or the cgroup is not "
+            "mounted. Block I/O BPS write limit discarded.")
+    discard(info.blkio_read_iops_device, {"BlkioDeviceReadIOps": []},
+            "Your kernel does not support IOPS Block read limit or the cgroup is not mounted. "
+            "Block I/O IOPS read limit discarded.")
+    discard(info.blkio_write_iops_device, {"BlkioDeviceWriteIOps": []},
+            "Your kernel does not support IOPS Block write limit or the cgroup is not "
+            "mounted. Block I/O IOPS write limit discarded.")
     if not _mode_valid(hc.get("IpcMode") or "", ("private", "shareable", "none")):
         raise InvalidParameter(f"invalid IPC mode: {hc.get('IpcMode')}")
     if not _mode_valid(hc.get("PidMode") or ""):
