@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 from collections.abc import AsyncIterator
 from typing import Any
@@ -196,24 +197,20 @@ class ServerThread:
         self.loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
-        self._runner: Any = None
 
     def _run(self) -> None:
-        from aiohttp import web
-
+        from kobako.api.http import Server
         from kobako.api.server import create_app
 
         asyncio.set_event_loop(self.loop)
-
-        async def start() -> None:
-            self._runner = web.AppRunner(create_app(self.context), access_log=None)
-            await self._runner.setup()
-            await web.UnixSite(self._runner, self.sock_path).start()
-
-        self.loop.run_until_complete(start())
+        server = Server(create_app(self.context))
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(self.sock_path)
+        sock.listen(16)
+        self.loop.run_until_complete(server.serve_unix(sock))
         self._ready.set()
         self.loop.run_forever()
-        self.loop.run_until_complete(self._runner.cleanup())
+        self.loop.run_until_complete(server.shutdown(1.0))
         self.loop.close()
 
     def call(self, coro: Any) -> Any:

@@ -9,10 +9,9 @@ import json
 import tarfile
 import threading
 
-from aiohttp.test_utils import TestClient, TestServer
+from api_client import serving
 
 from kobako.api.context import Context
-from kobako.api.server import create_app
 from kobako.engine.config import DaemonConfig
 from kobako.image.errors import AuthError, InvalidReference, NotFound, RegistryError
 
@@ -105,7 +104,7 @@ def run(test, images: FakeImages, tmp_path):
         ctx = Context(config=DaemonConfig(data_root=str(tmp_path / "data"),
                                           exec_root=str(tmp_path / "exec")),
                       images=images)  # type: ignore[arg-type]
-        async with TestClient(TestServer(create_app(ctx), host="127.0.0.1")) as client:
+        async with serving(ctx) as client:
             return await test(client, ctx)
     return asyncio.run(main())
 

@@ -11,11 +11,10 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from api_client import serving
 from test_api_fakes import FakeContainers
 
 from kobako.api.context import Context
-from kobako.api.server import create_app
 from kobako.api.streams import parse_frames
 from kobako.engine.config import DaemonConfig
 
@@ -24,8 +23,7 @@ def run_with_client(test, context: Context | None = None):
     async def main():
         ctx = context or Context(config=DaemonConfig(data_root="/nonexistent-kbk",
                                                      exec_root="/nonexistent-kbk"))
-        server = TestServer(create_app(ctx), host="127.0.0.1")
-        async with TestClient(server) as client:
+        async with serving(ctx) as client:
             return await test(client, ctx)
     return asyncio.run(main())
 

@@ -8,10 +8,9 @@ import shutil
 import tempfile
 from typing import Any
 
-from aiohttp import web
-
 from kobako.api.context import ctx
 from kobako.api.errors import BadRequest
+from kobako.api.http import Request, Response, StreamResponse, json_response
 from kobako.api.images import credentials, familiar_ref, json_header, progress_call
 from kobako.api.params import bool_param, int_param, json_object_param, str_param
 
@@ -20,7 +19,7 @@ _RESOURCES = {"memory": "Memory", "memswap": "MemorySwap", "cpushares": "CpuShar
               "cpuperiod": "CpuPeriod", "cpuquota": "CpuQuota", "shmsize": "ShmSize"}
 
 
-async def build(request: web.Request) -> web.StreamResponse:
+async def build(request: Request) -> StreamResponse:
     from kobako.engine.build import BuildOptions, unpack
     from kobako.engine.build import build as run_build
 
@@ -39,8 +38,11 @@ async def build(request: web.Request) -> web.StreamResponse:
                       ("cgroupparent", "CgroupParent")):
         if str_param(request, name):
             host_config[key] = str_param(request, name)
-    if str_param(request, "extrahosts"):  # --add-host, joined with commas by the CLI
-        host_config["ExtraHosts"] = str_param(request, "extrahosts").split(",")
+    # --add-host: joined with commas by the docker CLI, repeated by docker-py
+    extra_hosts = [host for value in request.query.getall("extrahosts", [])
+                   for host in value.split(",") if host]
+    if extra_hosts:
+        host_config["ExtraHosts"] = extra_hosts
     if str_param(request, "ulimits"):
         try:
             host_config["Ulimits"] = json.loads(str_param(request, "ulimits"))
@@ -78,9 +80,9 @@ async def build(request: web.Request) -> web.StreamResponse:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-async def prune(request: web.Request) -> web.Response:
+async def prune(request: Request) -> Response:
     """The classic builder keeps no cache: nothing to prune (`docker system prune`)."""
-    return web.json_response({"CachesDeleted": None, "SpaceReclaimed": 0})
+    return json_response({"CachesDeleted": None, "SpaceReclaimed": 0})
 
 
 def _check_tags(tags: list[str]) -> None:
@@ -93,7 +95,7 @@ def _check_tags(tags: list[str]) -> None:
             raise BadRequest(f"invalid tag {tag!r}: {err}") from None
 
 
-def _registry_config(request: web.Request) -> dict[str, Any]:
+def _registry_config(request: Request) -> dict[str, Any]:
     """X-Registry-Config: {registry: AuthConfig}, as credentials by registry."""
     from kobako.image.reference import normalize_registry
 

@@ -8,10 +8,9 @@ import logging
 import re
 from typing import Any
 
-from aiohttp import web
-
 from kobako.api.context import STREAM_STARTED, ctx
 from kobako.api.errors import BadRequest
+from kobako.api.http import Request, Response, StreamResponse, WebSocket, json_response
 from kobako.api.params import (
     CONFIG_TYPES,
     HOST_CONFIG_TYPES,
@@ -42,11 +41,11 @@ log = logging.getLogger("kobako.api.containers")
 _NAME_RE = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 
 
-def _ref(request: web.Request) -> str:
+def _ref(request: Request) -> str:
     return request.match_info["id"]
 
 
-async def create(request: web.Request) -> web.Response:
+async def create(request: Request) -> Response:
     svc = ctx(request).containers
     name = str_param(request, "name") or None
     if name is not None and not _NAME_RE.match(name):
@@ -66,70 +65,70 @@ async def create(request: web.Request) -> web.Response:
     platform = str_param(request, "platform") or None
     result = await svc.create(body, host_config, networking, name, platform)
     warnings = result.get("Warnings") or []
-    return web.json_response({"Id": result["Id"], "Warnings": warnings}, status=201)
+    return json_response({"Id": result["Id"], "Warnings": warnings}, status=201)
 
 
-async def list_containers(request: web.Request) -> web.Response:
+async def list_containers(request: Request) -> Response:
     svc = ctx(request).containers
     result = await svc.list(all=bool_param(request, "all"), limit=int_param(request, "limit"),
                             size=bool_param(request, "size"), filters=filters_param(request))
-    return web.json_response(result)
+    return json_response(result)
 
 
-async def inspect(request: web.Request) -> web.Response:
+async def inspect(request: Request) -> Response:
     svc = ctx(request).containers
-    return web.json_response(await svc.inspect(_ref(request), bool_param(request, "size")))
+    return json_response(await svc.inspect(_ref(request), bool_param(request, "size")))
 
 
-async def start(request: web.Request) -> web.Response:
+async def start(request: Request) -> Response:
     await ctx(request).containers.start(_ref(request), str_param(request, "detachKeys"))
-    return web.Response(status=204)
+    return Response(status=204)
 
 
-async def stop(request: web.Request) -> web.Response:
+async def stop(request: Request) -> Response:
     await ctx(request).containers.stop(_ref(request), int_param(request, "t"),
                                        str_param(request, "signal") or None)
-    return web.Response(status=204)
+    return Response(status=204)
 
 
-async def restart(request: web.Request) -> web.Response:
+async def restart(request: Request) -> Response:
     await ctx(request).containers.restart(_ref(request), int_param(request, "t"),
                                           str_param(request, "signal") or None)
-    return web.Response(status=204)
+    return Response(status=204)
 
 
-async def kill(request: web.Request) -> web.Response:
+async def kill(request: Request) -> Response:
     await ctx(request).containers.kill(_ref(request), str_param(request, "signal") or None)
-    return web.Response(status=204)
+    return Response(status=204)
 
 
-async def pause(request: web.Request) -> web.Response:
+async def pause(request: Request) -> Response:
     await ctx(request).containers.pause(_ref(request))
-    return web.Response(status=204)
+    return Response(status=204)
 
 
-async def unpause(request: web.Request) -> web.Response:
+async def unpause(request: Request) -> Response:
     await ctx(request).containers.unpause(_ref(request))
-    return web.Response(status=204)
+    return Response(status=204)
 
 
-async def remove(request: web.Request) -> web.Response:
+async def remove(request: Request) -> Response:
     await ctx(request).containers.remove(_ref(request), force=bool_param(request, "force"),
                                          volumes=bool_param(request, "v"),
                                          link=bool_param(request, "link"))
-    return web.Response(status=204)
+    return Response(status=204)
 
 
 _WAIT_CONDITIONS = ("not-running", "next-exit", "removed")
 
 
-async def wait(request: web.Request) -> web.StreamResponse:
+async def wait(request: Request) -> StreamResponse:
     condition = str_param(request, "condition") or "not-running"
     if condition not in _WAIT_CONDITIONS:
         raise BadRequest(f"invalid condition: {condition!r}")
     waiter = await ctx(request).containers.wait(_ref(request), condition)
     # Headers go out at once (the docker CLI starts the container only after that).
-    resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+    resp = StreamResponse(status=200, headers={"Content-Type": "application/json"})
     await resp.prepare(request)
     request[STREAM_STARTED] = True
     try:
@@ -146,7 +145,7 @@ async def wait(request: web.Request) -> web.StreamResponse:
     return resp
 
 
-async def logs(request: web.Request) -> web.StreamResponse:
+async def logs(request: Request) -> StreamResponse:
     svc = ctx(request).containers
     stdout, stderr = bool_param(request, "stdout"), bool_param(request, "stderr")
     if not (stdout or stderr):
@@ -157,7 +156,7 @@ async def logs(request: web.Request) -> web.StreamResponse:
         until=parse_timestamp(str_param(request, "until")),
         timestamps=bool_param(request, "timestamps"), tail=str_param(request, "tail") or "all",
         details=bool_param(request, "details"))
-    resp = web.StreamResponse(status=200, headers={
+    resp = StreamResponse(status=200, headers={
         "Content-Type": RAW_STREAM if tty else MULTIPLEXED_STREAM})
     await resp.prepare(request)
     request[STREAM_STARTED] = True
@@ -220,7 +219,7 @@ async def pump(hj: Hijacked, sio: StreamIO, *, stdin: bool, detach_keys: str | N
         log.debug("attach client disconnected")
         await release()
     except asyncio.CancelledError:
-        # aiohttp cancels the handler when the connection is lost: still release the
+        # cancelled (the daemon shuts down, the client went away): still release the
         # attachment (shielded, so the cleanup itself is not cancelled).
         await asyncio.shield(release())
         raise
@@ -231,7 +230,7 @@ async def pump(hj: Hijacked, sio: StreamIO, *, stdin: bool, detach_keys: str | N
         await hj.close()
 
 
-async def attach(request: web.Request) -> web.StreamResponse:
+async def attach(request: Request) -> StreamResponse:
     svc = ctx(request).containers
     want_stdin = bool_param(request, "stdin")
     detach_keys = str_param(request, "detachKeys")
@@ -247,7 +246,7 @@ async def attach(request: web.Request) -> web.StreamResponse:
     return hj.response
 
 
-async def attach_ws(request: web.Request) -> web.StreamResponse:
+async def attach_ws(request: Request) -> StreamResponse:
     """GET /containers/{id}/attach/ws: the attachment over a websocket, as dockerd: the
     output as binary messages (never multiplexed), the client's messages as stdin."""
     svc = ctx(request).containers
@@ -256,7 +255,7 @@ async def attach_ws(request: web.Request) -> web.StreamResponse:
                            logs=bool_param(request, "logs"), stdin=want_stdin,
                            stdout=bool_param(request, "stdout"),
                            stderr=bool_param(request, "stderr"), detach_keys=None)
-    ws = web.WebSocketResponse()
+    ws = WebSocket()
     await ws.prepare(request)
     request[STREAM_STARTED] = True
 
@@ -266,8 +265,8 @@ async def attach_ws(request: web.Request) -> web.StreamResponse:
 
     async def copy_in() -> None:
         async for message in ws:  # until the client closes
-            data = message.data.encode() if isinstance(message.data, str) else message.data
-            if want_stdin and sio.write_stdin is not None and isinstance(data, bytes):
+            data = message.encode() if isinstance(message, str) else message
+            if want_stdin and sio.write_stdin is not None:
                 await sio.write_stdin(data)
 
     tasks = [asyncio.ensure_future(copy_out()), asyncio.ensure_future(copy_in())]
@@ -280,41 +279,42 @@ async def attach_ws(request: web.Request) -> web.StreamResponse:
         if sio.detach is not None:
             await asyncio.shield(sio.detach())
         await ws.close()
-    return ws
+    assert request.response is not None
+    return request.response
 
 
-def _size(request: web.Request) -> tuple[int, int]:
+def _size(request: Request) -> tuple[int, int]:
     h, w = int_param(request, "h"), int_param(request, "w")
     if h is None or w is None or h < 0 or w < 0:
         raise BadRequest("h and w are required non-negative integers")
     return h, w
 
 
-async def resize(request: web.Request) -> web.Response:
+async def resize(request: Request) -> Response:
     h, w = _size(request)
     await ctx(request).containers.resize(_ref(request), h, w)
-    return web.Response(status=200)
+    return Response(status=200)
 
 
-async def top(request: web.Request) -> web.Response:
-    return web.json_response(await ctx(request).containers.top(
+async def top(request: Request) -> Response:
+    return json_response(await ctx(request).containers.top(
         _ref(request), str_param(request, "ps_args") or None))
 
 
-async def rename(request: web.Request) -> web.Response:
+async def rename(request: Request) -> Response:
     name = str_param(request, "name")
     if not name or not _NAME_RE.match(name):
         raise BadRequest(f"Invalid container name ({name or ''}), only "
                          "[a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
     await ctx(request).containers.rename(_ref(request), name.lstrip("/"))
-    return web.Response(status=204)
+    return Response(status=204)
 
 
-async def prune(request: web.Request) -> web.Response:
-    return web.json_response(await ctx(request).containers.prune(filters_param(request)))
+async def prune(request: Request) -> Response:
+    return json_response(await ctx(request).containers.prune(filters_param(request)))
 
 
-async def stats(request: web.Request) -> web.StreamResponse:
+async def stats(request: Request) -> StreamResponse:
     stream = bool_param(request, "stream", default=True)
     one_shot = bool_param(request, "one-shot")
     if stream and one_shot:
@@ -328,11 +328,11 @@ async def stats(request: web.Request) -> web.StreamResponse:
     return await out.finish()
 
 
-async def changes(request: web.Request) -> web.Response:
-    return web.json_response(await ctx(request).containers.changes(_ref(request)))
+async def changes(request: Request) -> Response:
+    return json_response(await ctx(request).containers.changes(_ref(request)))
 
 
-async def export(request: web.Request) -> web.StreamResponse:
+async def export(request: Request) -> StreamResponse:
     return await stream_tar(request, await ctx(request).containers.export(_ref(request)))
 
 
@@ -347,22 +347,22 @@ def _stat_header(doc: dict[str, Any]) -> str:
     return base64.b64encode(json.dumps(doc).encode()).decode()
 
 
-def _archive_path(request: web.Request) -> str:
+def _archive_path(request: Request) -> str:
     return str_param(request, "path") or ""  # the service answers a missing one (400)
 
 
-async def archive_head(request: web.Request) -> web.Response:
+async def archive_head(request: Request) -> Response:
     doc = await ctx(request).containers.archive_stat(_ref(request), _archive_path(request))
-    return web.Response(status=200, headers={PATH_STAT_HEADER: _stat_header(doc)})
+    return Response(status=200, headers={PATH_STAT_HEADER: _stat_header(doc)})
 
 
-async def archive_get(request: web.Request) -> web.StreamResponse:
+async def archive_get(request: Request) -> StreamResponse:
     head, chunks = await ctx(request).containers.archive_get(_ref(request),
                                                              _archive_path(request))
     return await stream_tar(request, chunks, {PATH_STAT_HEADER: _stat_header(head)})
 
 
-async def archive_put(request: web.Request) -> web.Response:
+async def archive_put(request: Request) -> Response:
     import tempfile
 
     from kobako.api.images import _spool_dir
@@ -377,7 +377,7 @@ async def archive_put(request: web.Request) -> web.Response:
             _ref(request), path, body,
             no_overwrite_dir_non_dir=bool_param(request, "noOverwriteDirNonDir"),
             copy_uid_gid=bool_param(request, "copyUIDGID"))
-    return web.Response(status=200)
+    return Response(status=200)
 
 
 _UPDATE_TYPES = {k: v for k, v in HOST_CONFIG_TYPES.items() if k in (
@@ -388,14 +388,14 @@ _UPDATE_TYPES = {k: v for k, v in HOST_CONFIG_TYPES.items() if k in (
     "BlkioDeviceReadIOps", "BlkioDeviceWriteIOps")}
 
 
-async def update(request: web.Request) -> web.Response:
+async def update(request: Request) -> Response:
     body = await json_body(request)
     check_types(body, _UPDATE_TYPES, "container.UpdateConfig")
     result = await ctx(request).containers.update(_ref(request), body)
-    return web.json_response({"Warnings": result.get("Warnings") or []})
+    return json_response({"Warnings": result.get("Warnings") or []})
 
 
-async def commit(request: web.Request) -> web.Response:
+async def commit(request: Request) -> Response:
     from kobako.api.images import _join_ref
 
     container = str_param(request, "container")
@@ -410,10 +410,10 @@ async def commit(request: web.Request) -> web.Response:
         config=body or None, comment=str_param(request, "comment") or "",
         author=str_param(request, "author") or "",
         pause=bool_param(request, "pause", default=True))
-    return web.json_response({"Id": result["Id"]}, status=201)
+    return json_response({"Id": result["Id"]}, status=201)
 
 
-async def not_yet(request: web.Request) -> web.Response:
+async def not_yet(request: Request) -> Response:
     raise NotImplementedYet(f"{request.method} {request.path} is not implemented yet")
 
 
@@ -443,4 +443,4 @@ def register(add: Any) -> None:
     add("PUT", "/containers/{id}/archive", archive_put)
     add("POST", "/containers/{id}/update", update)
     add("POST", "/commit", commit)
-    add("DELETE", "/containers/{id}", remove)
+    add("DELETE", "/containers/{id:.+}", remove)  # with link=1: /containers/parent/alias

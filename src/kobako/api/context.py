@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import web
-
+from kobako.api.http import Request
 from kobako.api.services import ContainerService, ImageBackend, UnavailableContainerService
 from kobako.engine.config import DaemonConfig
 from kobako.engine.errors import NotImplementedYet
@@ -30,12 +29,12 @@ class Context:
         return self.images
 
 
-CONTEXT_KEY: web.AppKey[Context] = web.AppKey("kobako_context", Context)
+def ctx(request: Request) -> Context:
+    return request.app.context
 
 
-def ctx(request: web.Request) -> Context:
-    return request.app[CONTEXT_KEY]
-
-
-STREAM_STARTED: web.RequestKey[bool] = web.RequestKey("stream_started", bool)
+# per-request values (request[KEY])
+STREAM_STARTED = "stream_started"
 """Set once a handler has sent headers: errors can no longer become a status."""
+API_VERSION = "api_version"
+"""The API version the client asked for (its /v1.NN/ prefix), else the newest."""

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
-from aiohttp import web
-
+from kobako.api.http import HTTPError, Response
 from kobako.engine import errors as engine_errors
 from kobako.image import errors as image_errors
 
@@ -53,36 +52,24 @@ def message_for(exc: BaseException) -> str:
     return msg or exc.__class__.__name__
 
 
-def error_response(status: int, message: str) -> web.Response:
+def error_response(status: int, message: str, headers: dict[str, str] | None = None
+                   ) -> Response:
     if status == 304:
-        return web.Response(status=304)
+        return Response(status=304)
     # exactly "application/json", no charset: the docker CLI compares the header to that
     # string and otherwise prints the raw body instead of the message
-    return web.Response(status=status, headers={"Content-Type": "application/json"},
-                        body=(json.dumps({"message": message}) + "\n").encode())
+    return Response(status=status, headers={**(headers or {}),
+                                            "Content-Type": "application/json"},
+                    body=(json.dumps({"message": message}) + "\n").encode())
 
 
-def response_for(exc: BaseException) -> web.Response:
+def response_for(exc: BaseException) -> Response:
     status = status_for(exc)
     if status >= 500 and status not in (501, 503):
         log.error("internal error: %s", exc, exc_info=exc)
     return error_response(status, message_for(exc))
 
 
-def http_exception_response(exc: web.HTTPException) -> web.StreamResponse:
-    """aiohttp's own HTTP errors (404 route, 405, 413) rendered as Docker does."""
-    if exc.status < 400:
-        return exc
-    if exc.status == 404:
-        message = "page not found"
-    elif exc.status == 413:
-        message = "request body too large"
-    else:
-        message = exc.text or exc.reason
-        if message.startswith(f"{exc.status}: "):
-            message = message[len(f"{exc.status}: "):]
-    resp = error_response(exc.status, message)
-    for k, v in exc.headers.items():
-        if k.lower() not in ("content-type", "content-length"):
-            resp.headers[k] = v
-    return resp
+def http_error_response(exc: HTTPError) -> Response:
+    """The HTTP layer's own answers (no route, 405, 413, malformed requests) as Docker's."""
+    return error_response(exc.status, exc.message, exc.headers)

@@ -23,10 +23,9 @@ from collections.abc import Awaitable, Callable
 from typing import IO, Any
 from urllib.parse import urlparse
 
-from aiohttp import web
-
 from kobako.api.context import STREAM_STARTED, ctx
 from kobako.api.errors import BadRequest, message_for
+from kobako.api.http import Request, Response, StreamResponse, json_response
 from kobako.api.params import bool_param, filters_param, str_param
 from kobako.api.streams import JSONStream, stream_tar
 from kobako.engine.errors import NotImplementedYet
@@ -41,7 +40,7 @@ class ClientGone(Exception):
     """The HTTP client disconnected; raised inside the worker to abandon the operation."""
 
 
-def json_header(request: web.Request, name: str) -> Any:
+def json_header(request: Request, name: str) -> Any:
     """A header holding base64url JSON (padding optional), as docker sends credentials;
     None when absent."""
     raw = request.headers.get(name)
@@ -67,7 +66,7 @@ def credentials(auth_config: dict[str, Any]) -> Any:
     return Credentials(str(username), str(password), identity_token=token)
 
 
-def registry_auth(request: web.Request) -> Any:
+def registry_auth(request: Request) -> Any:
     """X-Registry-Auth as the library's Credentials."""
     data = json_header(request, "X-Registry-Auth")
     if data is None:
@@ -80,9 +79,9 @@ def registry_auth(request: web.Request) -> Any:
 Starter = Callable[[Callable[[dict[str, Any]], None]], Awaitable[Any]]
 
 
-async def progress_call(request: web.Request, start: Starter,
+async def progress_call(request: Request, start: Starter,
                          finish: Callable[[Any], list[dict[str, Any]]] | None = None,
-                         ) -> web.StreamResponse:
+                         ) -> StreamResponse:
     """Run `start(progress)` (a coroutine, or a thread via to_thread), streaming progress."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
@@ -138,7 +137,7 @@ def _join_ref(name: str, tag: str | None) -> str:
     return f"{name}:{tag}"
 
 
-async def create(request: web.Request) -> web.StreamResponse:
+async def create(request: Request) -> StreamResponse:
     """POST /images/create: pull (fromImage) or import (fromSrc)."""
     backend = ctx(request).image_backend()
     from_image = str_param(request, "fromImage")
@@ -188,7 +187,7 @@ def _loopback_url(url: str) -> bool:
     return bool(addrs) and all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addrs)
 
 
-def _spool_dir(request: web.Request) -> str | None:
+def _spool_dir(request: Request) -> str | None:
     path = os.path.join(ctx(request).config.exec_root, "tmp")
     try:
         os.makedirs(path, mode=0o700, exist_ok=True)
@@ -197,7 +196,7 @@ def _spool_dir(request: web.Request) -> str | None:
     return path
 
 
-async def spool_body(request: web.Request) -> IO[bytes]:
+async def spool_body(request: Request) -> IO[bytes]:
     """Copy the (possibly huge) request body to an anonymous temp file and rewind it."""
     f = tempfile.TemporaryFile(dir=_spool_dir(request))
     try:
@@ -213,7 +212,7 @@ async def spool_body(request: web.Request) -> IO[bytes]:
     return f
 
 
-async def _spool_url(request: web.Request, url: str) -> IO[bytes]:
+async def _spool_url(request: Request, url: str) -> IO[bytes]:
     parsed = urlparse(url)
     if parsed.scheme not in ("http", "https"):
         raise BadRequest(f"unsupported import source {url!r}: use - (request body) or a URL")
@@ -243,8 +242,8 @@ async def _spool_url(request: web.Request, url: str) -> IO[bytes]:
     return f
 
 
-async def _import(request: web.Request, src: str, tag: str | None,
-                  platform: str | None) -> web.StreamResponse:
+async def _import(request: Request, src: str, tag: str | None,
+                  platform: str | None) -> StreamResponse:
     backend = ctx(request).image_backend()
     repo = str_param(request, "repo") or None
     changes = request.query.getall("changes", [])
@@ -265,7 +264,7 @@ async def _import(request: web.Request, src: str, tag: str | None,
     return await stream.finish()
 
 
-async def push(request: web.Request) -> web.StreamResponse:
+async def push(request: Request) -> StreamResponse:
     backend = ctx(request).image_backend()
     name = request.match_info["name"]
     reference = _join_ref(name, str_param(request, "tag"))
@@ -277,7 +276,7 @@ async def push(request: web.Request) -> web.StreamResponse:
     return result
 
 
-async def tag(request: web.Request) -> web.Response:
+async def tag(request: Request) -> Response:
     backend = ctx(request).image_backend()
     name = request.match_info["name"]
     repo = str_param(request, "repo")
@@ -287,7 +286,7 @@ async def tag(request: web.Request) -> web.Response:
     await asyncio.to_thread(backend.tag, name, target)
     ctx(request).events.publish("image", "tag", await _image_id(backend, target),
                                 {"name": familiar_ref(target)})
-    return web.Response(status=201)
+    return Response(status=201)
 
 
 def familiar_ref(ref: str, name_only: bool = False) -> str:
@@ -310,7 +309,7 @@ async def _image_id(backend: Any, ref: str) -> str:
         return ref
 
 
-async def remove(request: web.Request) -> web.Response:
+async def remove(request: Request) -> Response:
     backend = ctx(request).image_backend()
     name = request.match_info["name"]
     result = await asyncio.to_thread(functools.partial(
@@ -319,35 +318,35 @@ async def remove(request: web.Request) -> web.Response:
     for item in result:
         for action, ident in item.items():
             ctx(request).events.publish("image", action.lower(), ident, {"name": name})
-    return web.json_response(result)
+    return json_response(result)
 
 
-async def list_images(request: web.Request) -> web.Response:
+async def list_images(request: Request) -> Response:
     backend = ctx(request).image_backend()
     result = await asyncio.to_thread(functools.partial(
         backend.list, filters_param(request), all=bool_param(request, "all")))
-    return web.json_response(result)
+    return json_response(result)
 
 
-async def inspect(request: web.Request) -> web.Response:
+async def inspect(request: Request) -> Response:
     backend = ctx(request).image_backend()
-    return web.json_response(await asyncio.to_thread(backend.inspect, request.match_info["name"]))
+    return json_response(await asyncio.to_thread(backend.inspect, request.match_info["name"]))
 
 
-async def history(request: web.Request) -> web.Response:
+async def history(request: Request) -> Response:
     backend = ctx(request).image_backend()
-    return web.json_response(await asyncio.to_thread(backend.history, request.match_info["name"]))
+    return json_response(await asyncio.to_thread(backend.history, request.match_info["name"]))
 
 
-async def prune(request: web.Request) -> web.Response:
+async def prune(request: Request) -> Response:
     backend = ctx(request).image_backend()
     result = await asyncio.to_thread(backend.prune, filters_param(request))
     ctx(request).events.publish("image", "prune", "", {
         "reclaimed": str(result.get("SpaceReclaimed", 0))})
-    return web.json_response(result)
+    return json_response(result)
 
 
-async def _save(request: web.Request, names: list[str]) -> web.StreamResponse:
+async def _save(request: Request, names: list[str]) -> StreamResponse:
     from kobako.engine.archive import thread_stream
 
     backend = ctx(request).image_backend()
@@ -365,15 +364,15 @@ async def _save(request: web.Request, names: list[str]) -> web.StreamResponse:
     return await stream_tar(request, chunks)
 
 
-async def get_one(request: web.Request) -> web.StreamResponse:
+async def get_one(request: Request) -> StreamResponse:
     return await _save(request, [request.match_info["name"]])
 
 
-async def get_many(request: web.Request) -> web.StreamResponse:
+async def get_many(request: Request) -> StreamResponse:
     return await _save(request, request.query.getall("names", []))
 
 
-async def load(request: web.Request) -> web.StreamResponse:
+async def load(request: Request) -> StreamResponse:
     backend = ctx(request).image_backend()
     quiet = bool_param(request, "quiet")
     body = await spool_body(request)
@@ -385,7 +384,7 @@ async def load(request: web.Request) -> web.StreamResponse:
             stream = JSONStream(request)
             for line in loaded:
                 await stream.send({"stream": line + "\n"})
-            result: web.StreamResponse = await stream.finish()
+            result: StreamResponse = await stream.finish()
         else:
             result = await progress_call(
                 request, lambda progress: asyncio.to_thread(backend.load, body, progress))
@@ -395,17 +394,17 @@ async def load(request: web.Request) -> web.StreamResponse:
     return result
 
 
-async def search(request: web.Request) -> web.Response:
+async def search(request: Request) -> Response:
     raise NotImplementedYet("image search is not supported by kobako")
 
 
-async def distribution(request: web.Request) -> web.Response:
+async def distribution(request: Request) -> Response:
     """GET /distribution/{name}/json: what the registry serves for an image, not pulled."""
     backend = ctx(request).image_backend()
     reference = _join_ref(request.match_info["name"], "latest")
     doc = await _refusals_as_dockerd("pull", reference, lambda _progress: backend.inspect_remote(
         reference, auth=registry_auth(request)))(lambda _message: None)
-    return web.json_response(doc)
+    return json_response(doc)
 
 
 def register(add: Any) -> None:

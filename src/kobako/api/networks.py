@@ -5,40 +5,39 @@ from __future__ import annotations
 
 from typing import Any
 
-from aiohttp import web
-
 from kobako.api.context import ctx
 from kobako.api.errors import BadRequest
+from kobako.api.http import Request, Response, json_response
 from kobako.api.params import bool_param, filters_param, json_body
 from kobako.engine.errors import NotImplementedYet
 
 
-def _svc(request: web.Request) -> Any:
+def _svc(request: Request) -> Any:
     service = getattr(ctx(request).containers, "networks", None)
     if service is None:
         raise NotImplementedYet("networks are not available in this build")
     return service
 
 
-async def list_networks(request: web.Request) -> web.Response:
-    return web.json_response(await _svc(request).list(filters_param(request)))
+async def list_networks(request: Request) -> Response:
+    return json_response(await _svc(request).list(filters_param(request)))
 
 
-async def inspect(request: web.Request) -> web.Response:
+async def inspect(request: Request) -> Response:
     doc = await _svc(request).inspect(request.match_info["id"], bool_param(request, "verbose"))
-    return web.json_response(doc)
+    return json_response(doc)
 
 
-async def create(request: web.Request) -> web.Response:
+async def create(request: Request) -> Response:
     body = await json_body(request, allow_empty=False)
     for key, kind in (("Name", str), ("Driver", str), ("Options", dict), ("Labels", dict),
                       ("IPAM", dict), ("Internal", bool), ("Attachable", bool)):
         if body.get(key) is not None and not isinstance(body[key], kind):
             raise BadRequest(f"invalid JSON: {key} has the wrong type")
-    return web.json_response(await _svc(request).create(body), status=201)
+    return json_response(await _svc(request).create(body), status=201)
 
 
-async def connect(request: web.Request) -> web.Response:
+async def connect(request: Request) -> Response:
     body = await json_body(request, allow_empty=False)
     container = body.get("Container")
     if not isinstance(container, str) or not container:
@@ -47,26 +46,26 @@ async def connect(request: web.Request) -> web.Response:
     if not isinstance(config, dict):
         raise BadRequest("EndpointConfig must be a JSON object")
     await _svc(request).connect(request.match_info["id"], container, config)
-    return web.Response(status=200)
+    return Response(status=200)
 
 
-async def disconnect(request: web.Request) -> web.Response:
+async def disconnect(request: Request) -> Response:
     body = await json_body(request, allow_empty=False)
     container = body.get("Container")
     if not isinstance(container, str) or not container:
         raise BadRequest("Container is required")
     await _svc(request).disconnect(request.match_info["id"], container,
                                    bool(body.get("Force")))
-    return web.Response(status=200)
+    return Response(status=200)
 
 
-async def remove(request: web.Request) -> web.Response:
+async def remove(request: Request) -> Response:
     await _svc(request).remove(request.match_info["id"])
-    return web.Response(status=204)
+    return Response(status=204)
 
 
-async def prune(request: web.Request) -> web.Response:
-    return web.json_response(await _svc(request).prune(filters_param(request)))
+async def prune(request: Request) -> Response:
+    return json_response(await _svc(request).prune(filters_param(request)))
 
 
 def register(add) -> None:

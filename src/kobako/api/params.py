@@ -6,21 +6,20 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from aiohttp import web
-
 from kobako.api.errors import BadRequest
+from kobako.api.http import Request
 
 _FALSE = {"", "0", "no", "false", "none"}
 
 
-def bool_param(request: web.Request, name: str, default: bool = False) -> bool:
+def bool_param(request: Request, name: str, default: bool = False) -> bool:
     value = request.query.get(name)
     if value is None:
         return default
     return value.strip().lower() not in _FALSE
 
 
-def int_param(request: web.Request, name: str, default: int | None = None) -> int | None:
+def int_param(request: Request, name: str, default: int | None = None) -> int | None:
     value = request.query.get(name)
     if value is None or value == "":
         return default
@@ -30,12 +29,12 @@ def int_param(request: web.Request, name: str, default: int | None = None) -> in
         raise BadRequest(f"invalid value for {name}: {value!r} is not an integer") from exc
 
 
-def str_param(request: web.Request, name: str, default: str | None = None) -> str | None:
+def str_param(request: Request, name: str, default: str | None = None) -> str | None:
     value = request.query.get(name)
     return default if value is None else value
 
 
-def json_object_param(request: web.Request, name: str) -> dict[str, Any]:
+def json_object_param(request: Request, name: str) -> dict[str, Any]:
     """A query parameter holding a JSON object ({} when absent), e.g. /build's buildargs."""
     raw = request.query.get(name)
     if not raw:
@@ -49,7 +48,7 @@ def json_object_param(request: web.Request, name: str) -> dict[str, Any]:
     return value
 
 
-def filters_param(request: web.Request, name: str = "filters") -> dict[str, list[str]]:
+def filters_param(request: Request, name: str = "filters") -> dict[str, list[str]]:
     """Docker's filters: {"key": ["v", ...]} or the legacy {"key": {"v": true}}."""
     raw = request.query.get(name)
     if not raw:
@@ -73,7 +72,7 @@ def filters_param(request: web.Request, name: str = "filters") -> dict[str, list
     return out
 
 
-async def json_body(request: web.Request, *, allow_empty: bool = True) -> dict[str, Any]:
+async def json_body(request: Request, *, allow_empty: bool = True) -> dict[str, Any]:
     """The request's JSON object body; 400 with a message when it is not one."""
     raw = await request.read()  # bounded by the app's client_max_size (413 above it)
     if not raw.strip():
@@ -123,8 +122,16 @@ HOST_CONFIG_TYPES: dict[str, Any] = {
 }
 
 
-def check_types(obj: Mapping[str, Any], types: Mapping[str, Any], where: str) -> None:
-    """Raise 400 for a known field whose JSON type is wrong (null is always allowed)."""
+def check_types(obj: dict[str, Any], types: Mapping[str, Any], where: str) -> None:
+    """Raise 400 for a known field whose JSON type is wrong (null is always allowed).
+
+    Field names match case-insensitively, as Go's decoder matches them (docker-py sends
+    "detachKeys"): such a key is renamed to the field's own name in `obj`."""
+    canonical = {name.lower(): name for name in types}
+    for key in [k for k in obj if k not in types]:
+        name = canonical.get(key.lower())
+        if name is not None and name not in obj:
+            obj[name] = obj.pop(key)
     for key, want in types.items():
         if key not in obj or obj[key] is None:
             continue

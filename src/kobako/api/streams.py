@@ -8,15 +8,13 @@ without a tty is multiplexed in 8-byte-header frames: [stream, 0, 0, 0, size32be
 
 from __future__ import annotations
 
-import asyncio
 import json
 import struct
 from collections.abc import AsyncIterator
 from typing import Any
 
-from aiohttp import web
-
 from kobako.api.context import STREAM_STARTED
+from kobako.api.http import RawStream, Request, StreamResponse
 from kobako.engine.errors import InvalidParameter
 
 RAW_STREAM = "application/vnd.docker.raw-stream"
@@ -44,80 +42,31 @@ def parse_frames(buf: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
     return out, buf
 
 
-def wants_upgrade(request: web.Request) -> bool:
+def wants_upgrade(request: Request) -> bool:
     conn = request.headers.get("Connection", "").lower()
     return "upgrade" in conn and request.headers.get("Upgrade", "").lower() == "tcp"
-
-
-class _InputParser:
-    """Takes the place of aiohttp's HTTP parser on a hijacked connection (set_parser)."""
-
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
-        self.eof = False
-        self.half_closed = False  # EOF from the client's CloseWrite, not a lost connection
-
-    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
-        if not self.eof:
-            self.queue.put_nowait(bytes(data))
-        return False, b""
-
-    def feed_eof(self) -> None:
-        if not self.eof:
-            self.eof = True
-            self.queue.put_nowait(None)
-
-
-class _HijackProtocol(asyncio.Protocol):
-    """Wraps aiohttp's protocol on a hijacked connection to survive a half-close.
-
-    The docker CLI half-closes (CloseWrite) when its stdin ends; asyncio closes the
-    transport when eof_received() returns false, as aiohttp's does. Here it ends
-    stdin and keeps the connection open so the output can still be sent.
-    """
-
-    def __init__(self, inner: asyncio.Protocol, parser: _InputParser):
-        self.inner = inner
-        self.parser = parser
-
-    def data_received(self, data: bytes) -> None:
-        self.inner.data_received(data)
-
-    def eof_received(self) -> bool:
-        self.parser.half_closed = True
-        self.parser.feed_eof()
-        return True
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.inner.connection_lost(exc)
-
-    def pause_writing(self) -> None:
-        self.inner.pause_writing()
-
-    def resume_writing(self) -> None:
-        self.inner.resume_writing()
 
 
 class Hijacked:
     """A hijacked connection: `read()` client bytes (None at EOF), `write()` raw bytes."""
 
-    def __init__(self, request: web.Request, response: web.StreamResponse,
-                 parser: _InputParser, multiplexed: bool):
-        self.request = request
+    def __init__(self, stream: RawStream, response: StreamResponse, multiplexed: bool):
+        self._stream = stream
         self.response = response
-        self._parser = parser
         self.multiplexed = multiplexed
 
     @property
     def half_closed(self) -> bool:
-        return self._parser.half_closed
+        """The client shut down its sending side (the docker CLI's CloseWrite when its
+        stdin ends) rather than going away."""
+        return self._stream.half_closed
 
     async def read(self) -> bytes | None:
-        return await self._parser.queue.get()
+        return await self._stream.read()
 
     async def write(self, data: bytes) -> None:
         if data:
-            await self.response.write(data)
+            await self._stream.write(data)
 
     async def write_stream(self, stream: int, data: bytes) -> None:
         """Write output of `stream` (1 stdout, 2 stderr), framed unless it is a tty stream."""
@@ -128,43 +77,32 @@ class Hijacked:
 
     @property
     def closed(self) -> bool:
-        transport = self.request.transport
-        return transport is None or transport.is_closing()
+        return self._stream.closed
 
     async def close(self) -> None:
-        transport = self.request.transport
-        if transport is not None and not transport.is_closing():
-            transport.close()
+        await self._stream.close()
 
 
-async def hijack(request: web.Request, *, multiplexed: bool) -> Hijacked:
-    """Take over the connection of `request` for a raw bidirectional stream."""
-    upgrade = wants_upgrade(request)
+async def hijack(request: Request, *, multiplexed: bool) -> Hijacked:
+    """Take over the connection of `request` for a raw bidirectional stream: 101 with
+    `Upgrade: tcp`, else (older clients) a 200 whose body is the stream."""
     content_type = MULTIPLEXED_STREAM if multiplexed else RAW_STREAM
-    parser = _InputParser()
-    protocol = request.protocol
-    protocol.set_parser(parser)  # type: ignore[union-attr]
-    transport = request.transport
-    if transport is not None:
-        transport.set_protocol(_HijackProtocol(protocol, parser))  # type: ignore[arg-type]
-    if upgrade:
-        resp = web.StreamResponse(status=101, headers={
-            "Content-Type": content_type, "Connection": "Upgrade", "Upgrade": "tcp"})
+    if wants_upgrade(request):
+        status, headers = 101, {"Content-Type": content_type, "Connection": "Upgrade",
+                                "Upgrade": "tcp"}
     else:
-        resp = web.StreamResponse(status=200, headers={"Content-Type": content_type})
-    # A raw stream: no chunked encoding and no length (aiohttp's websockets do the same).
-    resp._length_check = False  # noqa: SLF001
-    resp.force_close()
-    await resp.prepare(request)
-    return Hijacked(request, resp, parser, multiplexed)
+        status, headers = 200, {"Content-Type": content_type}
+    stream = await request.hijack(status, headers)
+    assert request.response is not None
+    return Hijacked(stream, request.response, multiplexed)
 
 
 class JSONStream:
     """A chunked response of JSON messages, one per line, as pulls and events stream."""
 
-    def __init__(self, request: web.Request):
+    def __init__(self, request: Request):
         self.request = request
-        self.response = web.StreamResponse(status=200,
+        self.response = StreamResponse(status=200,
                                            headers={"Content-Type": "application/json"})
         self.response.enable_chunked_encoding()
         self._prepared = False
@@ -184,18 +122,18 @@ class JSONStream:
             detail = {"code": code, "message": message}  # a failed RUN's exit code
         await self.send({"errorDetail": detail, "error": message})
 
-    async def finish(self) -> web.StreamResponse:
+    async def finish(self) -> StreamResponse:
         await self.start()
         await self.response.write_eof()
         return self.response
 
 
-async def stream_tar(request: web.Request, chunks: AsyncIterator[bytes],
-                     headers: dict[str, str] | None = None) -> web.StreamResponse:
+async def stream_tar(request: Request, chunks: AsyncIterator[bytes],
+                     headers: dict[str, str] | None = None) -> StreamResponse:
     """A tar made by a worker thread (engine.archive.thread_stream), streamed as it comes.
     A failure mid-way cuts the connection: the client sees an incomplete tar."""
     try:
-        resp = web.StreamResponse(status=200, headers={"Content-Type": "application/x-tar",
+        resp = StreamResponse(status=200, headers={"Content-Type": "application/x-tar",
                                                        **(headers or {})})
         await resp.prepare(request)
         request[STREAM_STARTED] = True
@@ -207,8 +145,8 @@ async def stream_tar(request: web.Request, chunks: AsyncIterator[bytes],
         await chunks.aclose()  # type: ignore[attr-defined]
 
 
-async def stream_json_lines(request: web.Request,
-                            items: AsyncIterator[dict[str, Any]]) -> web.StreamResponse:
+async def stream_json_lines(request: Request,
+                            items: AsyncIterator[dict[str, Any]]) -> StreamResponse:
     stream = JSONStream(request)
     await stream.start()
     async for item in items:

@@ -10,10 +10,9 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from aiohttp import web
-
 from kobako.api import version as v
 from kobako.api.context import Context, ctx
+from kobako.api.http import Request, Response, StreamResponse, json_response
 from kobako.api.params import filters_param, json_body, str_param
 from kobako.api.streams import JSONStream
 from kobako.engine.errors import InvalidParameter, Unavailable
@@ -29,7 +28,7 @@ def go_arch() -> str:
     return _ARCH.get(machine, machine)
 
 
-def _ping_headers(request: web.Request) -> dict[str, str]:
+def _ping_headers(request: Request) -> dict[str, str]:
     return {
         "API-Version": v.MAX_API_VERSION,
         "Builder-Version": "1",
@@ -41,11 +40,11 @@ def _ping_headers(request: web.Request) -> dict[str, str]:
     }
 
 
-async def ping(request: web.Request) -> web.Response:
+async def ping(request: Request) -> Response:
     headers = _ping_headers(request)
     if request.method == "HEAD":
-        return web.Response(status=200, headers=headers, content_type="text/plain")
-    return web.Response(status=200, text="OK", headers=headers, content_type="text/plain")
+        return Response(status=200, headers=headers, content_type="text/plain")
+    return Response(status=200, text="OK", headers=headers, content_type="text/plain")
 
 
 def _kernel() -> str:
@@ -68,8 +67,8 @@ def version_doc() -> dict[str, Any]:
     }
 
 
-async def version(request: web.Request) -> web.Response:
-    return web.json_response(version_doc())
+async def version(request: Request) -> Response:
+    return json_response(version_doc())
 
 
 def _os_release() -> tuple[str, str]:
@@ -104,7 +103,7 @@ def _sysctl_on(path: str) -> bool:
         return False
 
 
-async def info(request: web.Request) -> web.Response:
+async def info(request: Request) -> Response:
     c = ctx(request)
     counts = await c.containers.counts()
     images = 0
@@ -193,10 +192,10 @@ async def info(request: web.Request) -> web.Response:
         "CDISpecDirs": [],
         "Warnings": warnings or None,
     }
-    return web.json_response(doc)
+    return json_response(doc)
 
 
-async def events(request: web.Request) -> web.StreamResponse:
+async def events(request: Request) -> StreamResponse:
     c = ctx(request)
     now = time.time()
     since = parse_timestamp(str_param(request, "since"), now)
@@ -211,15 +210,15 @@ async def events(request: web.Request) -> web.StreamResponse:
     return await stream.finish()
 
 
-async def system_df(request: web.Request) -> web.Response:
+async def system_df(request: Request) -> Response:
     from kobako.engine.disk_usage import disk_usage
 
     c = ctx(request)
     types = request.query.getall("type", []) or None
-    return web.json_response(await disk_usage(c.containers, c.images, types))
+    return json_response(await disk_usage(c.containers, c.images, types))
 
 
-async def auth(request: web.Request) -> web.Response:
+async def auth(request: Request) -> Response:
     body = await json_body(request, allow_empty=False)
     server = body.get("serveraddress") or "https://index.docker.io/v1/"
     username, password = body.get("username"), body.get("password")
@@ -229,21 +228,21 @@ async def auth(request: web.Request) -> web.Response:
 
     status = await image_auth.login(server, username, password, save=False,
                                     insecure_registries=ctx(request).config.insecure_registries)
-    return web.json_response({"Status": status, "IdentityToken": ""})
+    return json_response({"Status": status, "IdentityToken": ""})
 
 
-async def swarm_not_active(request: web.Request) -> web.Response:
+async def swarm_not_active(request: Request) -> Response:
     raise Unavailable("This node is not part of a swarm")
 
 
-async def not_a_manager(request: web.Request) -> web.Response:
+async def not_a_manager(request: Request) -> Response:
     raise Unavailable('This node is not a swarm manager. Use "docker swarm init" or '
                       '"docker swarm join" to connect this node to swarm and try again.')
 
 
-async def plugins(request: web.Request) -> web.Response:
+async def plugins(request: Request) -> Response:
     """No managed plugins: the built-in drivers are not plugins (`docker plugin ls`)."""
-    return web.json_response([])
+    return json_response([])
 
 
 def register(add: Any) -> None:

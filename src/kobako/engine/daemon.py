@@ -9,7 +9,6 @@ sockets. Containers keep running (live restore is the default).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import errno
 import fcntl
 import grp
@@ -17,13 +16,11 @@ import logging
 import os
 import signal
 import socket
-import ssl
 import sys
-import uuid
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kobako.engine.config import (
     DEFAULT_CONFIG_FILE,
@@ -36,9 +33,11 @@ from kobako.engine.config import (
 )
 from kobako.linux.files import write_atomic
 
+if TYPE_CHECKING:
+    import ssl
+
 log = logging.getLogger("kobakod")
 
-MAX_HEADER_FIELD = 64 * 1024
 SHUTDOWN_GRACE = 3.0
 
 
@@ -131,6 +130,8 @@ def parse_host(url: str) -> Listener:
 
 def tls_context(cfg: DaemonConfig, listener: Listener) -> ssl.SSLContext:
     """TCP is served only with TLS and verified client certificates."""
+    import ssl
+
     tls = cfg.tls
     missing = [flag for flag, value in (("--tlscacert", tls.cacert), ("--tlscert", tls.cert),
                                         ("--tlskey", tls.key)) if not value]
@@ -282,6 +283,8 @@ def daemon_id(data_root: str) -> str:
     try:
         return path.read_text().strip()
     except FileNotFoundError:
+        import uuid
+
         ident = str(uuid.uuid4())
         write_atomic(str(path), ident)
         return ident
@@ -347,16 +350,14 @@ def make_container_service(cfg: DaemonConfig, events: Any, images: Any, db_path:
 async def serve(cfg: DaemonConfig, listeners: list[Listener], context: Any,
                 bound: dict[str, socket.socket], ready: Any = None) -> None:
     """`bound`: the unix sockets, by path, already listening (see bind_unix)."""
-    from aiohttp import web
+    import asyncio
 
+    from kobako.api.http import Server
     from kobako.api.server import create_app
 
-    app = create_app(context)
-    access_log = logging.getLogger("kobakod.access") if cfg.log_level == "debug" else None
-    runner = web.AppRunner(app, access_log=access_log, shutdown_timeout=SHUTDOWN_GRACE,
-                           max_field_size=MAX_HEADER_FIELD, max_line_size=MAX_HEADER_FIELD,
-                           handle_signals=False)
-    await runner.setup()
+    if cfg.log_level == "debug":
+        logging.getLogger("kobakod.access").setLevel(logging.DEBUG)
+    server = Server(create_app(context))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -370,15 +371,17 @@ async def serve(cfg: DaemonConfig, listeners: list[Listener], context: Any,
         activated = systemd_sockets()
         for lst in listeners:
             if lst.kind == "unix":
-                await web.SockSite(runner, bound[lst.address]).start()
+                await server.serve_unix(bound[lst.address])
             elif lst.kind == "tcp":
-                await web.TCPSite(runner, lst.address, lst.port,
-                                  ssl_context=tls_context(cfg, lst)).start()
+                await server.serve_tcp(lst.address, lst.port, ssl=tls_context(cfg, lst))
             else:
                 if not activated:
                     raise StartupError(f"{lst.url}: no sockets passed by systemd (LISTEN_FDS)")
                 for sock in activated:
-                    await web.SockSite(runner, sock).start()
+                    if sock.family == socket.AF_UNIX:
+                        await server.serve_unix(sock)
+                    else:
+                        await server.serve_tcp(None, 0, sock=sock)
             log.info("API listening on %s", lst.url)
         if ready is not None:
             ready()
@@ -387,7 +390,7 @@ async def serve(cfg: DaemonConfig, listeners: list[Listener], context: Any,
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
-        await runner.cleanup()
+        await server.shutdown(SHUTDOWN_GRACE)
         shutdown = getattr(context.containers, "shutdown", None)
         if shutdown is not None:
             await shutdown()
@@ -401,33 +404,36 @@ def setup_logging(level: str) -> None:
 
 
 def run(cfg: DaemonConfig) -> None:
-    from kobako.engine.monitor_process import MonitorProcess
-
     listeners = [parse_host(h) for h in cfg.effective_hosts()]
     for lst in listeners:
         if lst.kind == "tcp":
             tls_context(cfg, lst)  # refuse before touching any state
     os.makedirs(cfg.data_root, mode=0o711, exist_ok=True)
     with ExitStack() as stack:
-        # The monitor's process first: before any thread, and before the API and image
-        # code are imported, so the heap the monitor shares with the daemon stays small.
-        monitor = MonitorProcess()
-        monitor.start()
-        stack.callback(monitor.stop)
         lock = DataRootLock(cfg.data_root)
         lock.acquire()
         stack.callback(lock.release)
         os.makedirs(cfg.exec_root, mode=0o700, exist_ok=True)
-        pidfile = cfg.effective_pidfile()
-        write_pidfile(pidfile)
-        stack.callback(remove_quietly, pidfile)
+        # The sockets before anything is imported: clients that come while the daemon
+        # starts wait in the backlog (as with socket activation) instead of failing.
         bound: dict[str, socket.socket] = {}
         for lst in listeners:
             if lst.kind == "unix":
                 bound[lst.address] = bind_unix(lst.address, cfg.group)
                 stack.callback(remove_quietly, lst.address)
                 stack.callback(bound[lst.address].close)
-        # imported once clients can queue: the API's imports are most of a start's time
+        # The monitor's process next: before any thread, and before the API and image
+        # code are imported, so the heap the monitor shares with the daemon stays small.
+        from kobako.engine.monitor_process import MonitorProcess
+
+        monitor = MonitorProcess()
+        monitor.start()
+        stack.callback(monitor.stop)
+        pidfile = cfg.effective_pidfile()
+        write_pidfile(pidfile)
+        stack.callback(remove_quietly, pidfile)
+        import asyncio
+
         from kobako.api.context import Context
         from kobako.engine.events import EventBus
         from kobako.engine.state import open_state_db, state_db_path
