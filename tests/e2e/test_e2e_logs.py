@@ -135,12 +135,19 @@ def test_none_driver_cannot_be_read(engine):
 
 
 def test_json_file_is_bounded_by_default(engine):
-    name = engine.run("busybox", "true")
-    assert engine.inspect(name)["HostConfig"]["LogConfig"] == {
-        "Type": "json-file", "Config": {"max-size": "20m", "max-file": "3"}}
+    # 70 MB of output: kept in at most 3 files of 20 MB, though inspect shows only what
+    # was asked (nothing), as dockerd's does
+    name = engine.run("busybox", "sh", "-c", "head -c 70000000 /dev/zero | tr '\\0' a")
+    doc = engine.inspect(name)
+    assert doc["HostConfig"]["LogConfig"] == {"Type": "json-file", "Config": {}}
+    logs = [n for n in os.listdir(os.path.dirname(doc["LogPath"])) if "-json.log" in n]
+    assert sorted(logs) == sorted(os.path.basename(doc["LogPath"]) + s
+                                  for s in ("", ".1", ".2"))
+    total = sum(os.path.getsize(os.path.join(os.path.dirname(doc["LogPath"]), n))
+                for n in logs)
+    assert 40_000_000 < total <= 3 * 20_000_000 + 1_000_000
     # the container's own options win over the default bound
     name = engine.run("--log-opt", "max-size=1m", "busybox", "true")
-    assert engine.inspect(name)["HostConfig"]["LogConfig"]["Config"] == {
-        "max-size": "1m", "max-file": "3"}
+    assert engine.inspect(name)["HostConfig"]["LogConfig"]["Config"] == {"max-size": "1m"}
     bad = engine.docker("create", *RUN, "--log-opt", "max-size=lots", "busybox", check=False)
     assert bad.returncode != 0 and "invalid size: 'lots'" in bad.stderr

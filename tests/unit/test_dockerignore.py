@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kobako.cli.dockerignore import DockerIgnore, DockerIgnoreError
+from kobako.image.dockerignore import DockerIgnore, DockerIgnoreError
 
 
 def test_read_patterns_as_moby_readall() -> None:

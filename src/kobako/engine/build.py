@@ -141,8 +141,29 @@ class Builder:
             path = self._in_context(candidate)
             if os.path.isfile(path):
                 with open(path, encoding="utf-8", errors="replace") as f:
-                    return f.read()
+                    text = f.read()
+                self._drop_ignored(candidate)
+                return text
         raise BuildFailed(f"Cannot locate specified Dockerfile: {name}")
+
+    def _drop_ignored(self, dockerfile_name: str) -> None:
+        """As dockerd: once the Dockerfile is read, it and .dockerignore leave the context
+        when .dockerignore excludes them (docker-py excludes a Dockerfile it added)."""
+        from kobako.image.dockerignore import DockerIgnore, DockerIgnoreError
+
+        ignore_path = self._in_context(".dockerignore")
+        if not os.path.isfile(ignore_path):
+            return
+        with open(ignore_path, encoding="utf-8", errors="replace") as f:
+            try:
+                ignore = DockerIgnore(f.read())
+            except DockerIgnoreError as err:
+                raise BuildFailed(str(err)) from None
+        for name in (".dockerignore", dockerfile_name):
+            if ignore.excluded(os.path.normpath(name)):
+                path = self._in_context(name)
+                if os.path.isfile(path) or os.path.islink(path):
+                    os.unlink(path)
 
     # -- FROM ------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ kobako.engine.archive, kobako.engine.changes and the image library.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from typing import TYPE_CHECKING
 
@@ -13,6 +14,8 @@ from kobako.engine.errors import Conflict, EngineError, InvalidParameter
 
 if TYPE_CHECKING:
     from kobako.engine.containers import Container
+
+log = logging.getLogger("kobakod.containers")
 
 
 class StorageOperations:
@@ -153,7 +156,7 @@ class StorageOperations:
                         if merged.get(k, base.get(k)) is not None}
         paused_here = pause and c.running and not c.state.get("Paused")
         if paused_here:
-            await asyncio.to_thread(self._runtime().pause, c.id)
+            paused_here = await self._try(self._runtime().pause, c.id)
         try:
             image_id = await asyncio.to_thread(
                 lambda: self.images.commit(c.id, reference=reference, changes=changes,
@@ -163,10 +166,23 @@ class StorageOperations:
             raise InvalidParameter(str(err)) from None
         finally:
             if paused_here:
-                await asyncio.to_thread(self._runtime().resume, c.id)
+                await self._try(self._runtime().resume, c.id)
         self._event(c, "commit", {"comment": comment, "imageID": image_id,
                                   "imageRef": reference or ""})
         return {"Id": image_id}
+
+    @staticmethod
+    async def _try(operation, container_id: str) -> bool:
+        """Pause or resume for a commit, which goes on without (as dockerd's does) when
+        the container ended meanwhile."""
+        from kobako.runtime.errors import RuntimeFailure
+
+        try:
+            await asyncio.to_thread(operation, container_id)
+            return True
+        except (RuntimeFailure, OSError) as err:
+            log.info("commit of %s goes on unpaused: %s", container_id[:12], err)
+            return False
 
     async def update(self, ref: str, update: dict) -> dict:
         from kobako.engine import oci_spec

@@ -51,6 +51,7 @@ from kobako.timestamps import now_rfc3339
 log = logging.getLogger("kobakod.containers")
 
 _NAME = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
+KILL_WAIT = 10.0  # seconds a SIGKILL kill waits for the exit, as dockerd
 
 
 class Container:
@@ -86,7 +87,9 @@ class Container:
 
     @property
     def running(self) -> bool:
-        return bool(self.state.get("Running"))
+        """A process of it runs. (Docker's State.Running is also true while a restart
+        policy's restart is pending; Restarting tells that apart.)"""
+        return bool(self.state.get("Running")) and not self.state.get("Restarting")
 
     @property
     def private(self) -> dict:
@@ -115,6 +118,10 @@ class Lifecycle:
 
     @staticmethod
     def check_removable(c: Container, force: bool) -> None:
+        if c.state.get("Restarting") and not force:
+            raise Conflict(
+                f"You cannot remove a restarting container {c.id}. Stop the container "
+                "before attempting removal or force remove")
         if c.running and not force:
             raise Conflict(
                 f"You cannot remove a running container {c.id}. Stop the container before "
@@ -218,7 +225,7 @@ class ContainerService(StorageOperations):
         await asyncio.to_thread(self._unmount, c)  # mounted by a start that never ran
         if c.state.get("Restarting"):
             # its policy's restart was pending when the daemon died: pend it again
-            c.state.update({"Restarting": False, "Status": "exited"})
+            c.state.update({"Restarting": False, "Running": False, "Status": "exited"})
             self.store.update(c.doc)
             self._schedule_restart(c)
 
@@ -459,6 +466,26 @@ class ContainerService(StorageOperations):
             return self.get(name)
         except NotFound:
             raise NotFound(f"could not get container for {name}") from None
+
+    def _remove_link(self, ref: str) -> None:
+        """`docker rm --link /parent/alias`: the parent forgets that link (what its
+        running process was given stays until it starts again, as with dockerd)."""
+        from kobako.engine import links
+
+        name = "/" + ref.strip("/")
+        parent_name, _, alias = name.rpartition("/")
+        if not parent_name:
+            raise Conflict("Conflict, cannot remove the default link name of the container")
+        try:
+            parent = self.get(parent_name.lstrip("/"))
+        except NotFound:
+            raise NotFound(f"Cannot get parent {parent_name} for link name {name}") from None
+        kept = [entry for entry in parent.doc["HostConfig"].get("Links") or []
+                if links.parse(entry)[1] != alias]
+        if len(kept) == len(parent.doc["HostConfig"].get("Links") or []):
+            raise NotFound(f"No such container: {name}")
+        parent.doc["HostConfig"]["Links"] = kept or None
+        self.store.update(parent.doc)
 
     def _links(self, c: Container) -> tuple[str, list[str]]:
         """The /etc/hosts lines and environment of the container's links (on the default
@@ -794,7 +821,7 @@ class ContainerService(StorageOperations):
             return False
         ran_for = time.monotonic() - c.private.get("started_monotonic", time.monotonic())
         c.restart_delay = next_delay(c.restart_delay, ran_for)
-        c.state.update({"Restarting": True, "Status": "restarting"})
+        c.state.update({"Restarting": True, "Running": True, "Status": "restarting"})
         self.store.update(c.doc)
 
         async def restart_later() -> None:
@@ -804,13 +831,13 @@ class ContainerService(StorageOperations):
             finally:
                 c.restart_waiting = False
             async with c.lock:
-                c.state["Restarting"] = False
+                if not c.state.get("Restarting"):
+                    return  # started meanwhile (docker start, the daemon's start-up)
+                c.state.update({"Restarting": False, "Running": False})
                 if c.id not in self.containers or c.private.get("manually_stopped"):
                     c.state["Status"] = "exited"
                     self.store.update(c.doc)
                     return
-                if c.running:
-                    return  # started meanwhile (docker start, the daemon's start-up)
                 c.doc["RestartCount"] = c.doc.get("RestartCount", 0) + 1
                 try:
                     await self._start(c)
@@ -835,7 +862,7 @@ class ContainerService(StorageOperations):
             return False
         if task is not None and not task.done():
             task.cancel()
-            c.state.update({"Restarting": False, "Status": "exited"})
+            c.state.update({"Restarting": False, "Running": False, "Status": "exited"})
             self.store.update(c.doc)
             return True
         return False
@@ -872,6 +899,10 @@ class ContainerService(StorageOperations):
         Lifecycle.check_running(c)
         await self._signal(c, sig, all_processes=sig == signal_module.SIGKILL)
         self._event(c, "kill", {"signal": str(sig)})
+        if sig == signal_module.SIGKILL:
+            # as dockerd: a kill is done once the container is (clients inspect or
+            # remove it right after)
+            await _wait_event(c.exited, KILL_WAIT)
 
     async def stop(self, ref: str, timeout: int | None, signal: str | None) -> None:
         c = self.get(ref)
@@ -932,6 +963,9 @@ class ContainerService(StorageOperations):
     # -- remove ------------------------------------------------------------------------
 
     async def remove(self, ref: str, force: bool, volumes: bool, link: bool) -> None:
+        if link:
+            self._remove_link(ref)
+            return
         c = self.get(ref)
         Lifecycle.check_removable(c, force)
         await self._cancel_restart(c)
@@ -1003,7 +1037,7 @@ class ContainerService(StorageOperations):
                             reverse=True)
         filters = filters or {}
         if not all and not any(k in filters for k in ("status", "exited")):
-            containers = [c for c in containers if c.running]
+            containers = [c for c in containers if c.state.get("Running")]  # and restarting
         result = [c for c in containers if self._matches(c, filters)]
         if limit is not None and limit > 0:
             result = result[:limit]
@@ -1089,7 +1123,7 @@ class ContainerService(StorageOperations):
         for c in self.containers.values():
             if c.state.get("Paused"):
                 counts["paused"] += 1
-            elif c.running:
+            elif c.state.get("Running"):  # restarting ones too, as dockerd counts them
                 counts["running"] += 1
             else:
                 counts["stopped"] += 1
@@ -1182,7 +1216,7 @@ class ContainerService(StorageOperations):
 
         c = self.get(ref)
         tty = bool(c.doc["Config"].get("Tty"))
-        if not c.running:
+        if stream and not c.running:
             if c.state["Status"] not in ("created", "exited"):
                 raise Conflict(f"Container {c.id} is not running")
             c.attach_pending = True
@@ -1200,6 +1234,16 @@ class ContainerService(StorageOperations):
             return holder["a"]
 
         async def output():
+            if logs:  # what it wrote so far first, as dockerd replays its log
+                log_type = (c.doc["HostConfig"].get("LogConfig") or {}).get("Type")
+                if log_type != "none":
+                    _, chunks = await self.logs(c.id, follow=False, stdout=stdout,
+                                                stderr=stderr, since=None, until=None,
+                                                timestamps=False, tail="all")
+                    async for item in chunks:
+                        yield item
+            if not stream:
+                return
             attachment = await connect()
             if attachment is not None:
                 async for item in attachment.output():

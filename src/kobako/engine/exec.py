@@ -110,7 +110,7 @@ class ExecService:
             reply = {"ok": False, "error": str(err)}
         if not reply.get("ok"):
             message = reply.get("error", "exec failed")
-            instance.exit_code = 126 if "permission" in message else 127
+            instance.exit_code = 126  # any start failure, as dockerd's exec start sets
             raise InvalidParameter(f"OCI runtime exec failed: {message}")
         instance.running = True
         instance.pid = reply["pid"]

@@ -7,7 +7,9 @@ Clean'ed and loses a leading "/"; a leading "!" re-includes. Later patterns win.
 is a character class. A path is excluded when it, or one of its parent
 directories, matches (moby's MatchesOrParentMatches).
 
-"Dockerfile" and ".dockerignore" are not special here: the executor decides.
+"Dockerfile" and ".dockerignore" are not special here: the client and the builder decide
+(the client leaves excluded files out of the context; the builder drops those two when
+they are excluded, once it has read the Dockerfile, as dockerd).
 """
 
 from __future__ import annotations

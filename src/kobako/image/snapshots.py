@@ -328,10 +328,13 @@ def _force_rmtree(path: pathlib.Path) -> None:
 
 
 def make_snapshotter(root: str | os.PathLike[str], driver: str | None = None) -> Snapshotter:
-    """The overlay driver when it works here (or when asked for), else vfs."""
+    """The overlay driver when it works here (or when asked for), else vfs. As dockerd,
+    the driver of an earlier start is kept (its directory exists) without probing."""
     root = pathlib.Path(root)
     if driver in (None, "", "auto"):
-        driver = "overlay2" if overlay_supported(str(root)) else "vfs"
+        prior = [name for name in ("overlay2", "vfs") if (root / name).is_dir()]
+        driver = prior[0] if len(prior) == 1 else (
+            "overlay2" if overlay_supported(str(root)) else "vfs")
     if driver in ("overlay", "overlay2"):
         return OverlaySnapshotter(root / "overlay2")
     if driver == "vfs":

@@ -19,10 +19,12 @@ import socket
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
-
-from dnslib import PTR, QTYPE, RCODE, RR, A, DNSError, DNSRecord
+from typing import TYPE_CHECKING
 
 from kobako.network import netns
+
+if TYPE_CHECKING:
+    from dnslib import DNSRecord
 
 log = logging.getLogger("kobakod.dns")
 
@@ -143,6 +145,9 @@ class DNSServer:
 
     async def answer(self, container_id: str, data: bytes, tcp: bool) -> bytes | None:
         """The reply to one query message (None: unparseable, dropped)."""
+        # dnslib loads with the first query, not with the daemon (its start-up time counts)
+        from dnslib import PTR, QTYPE, RR, A, DNSError, DNSRecord
+
         try:
             request = DNSRecord.parse(data)
         except DNSError:
@@ -177,6 +182,8 @@ class DNSServer:
                 return await asyncio.wait_for(_ask_udp(server, data), FORWARD_TIMEOUT)
             except (OSError, TimeoutError, asyncio.IncompleteReadError) as err:
                 log.debug("upstream %s failed for %s: %s", server, container_id[:12], err)
+        from dnslib import RCODE
+
         reply = request.reply()
         reply.header.rcode = RCODE.SERVFAIL
         return reply.pack()

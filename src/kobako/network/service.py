@@ -48,7 +48,8 @@ OPT_MTU = "com.docker.network.driver.mtu"
 OPT_ICC = "com.docker.network.bridge.enable_icc"
 OPT_MASQ = "com.docker.network.bridge.enable_ip_masquerade"
 RESOLV_CONF_ENV = "KOBAKO_RESOLV_CONF"
-_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+_MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+_BAD_NAME = re.compile(r"[/\x00-\x1f]")  # dockerd takes "test 01"; not a path or control
 
 
 def _truthy(value: Any, default: bool = True) -> bool:
@@ -326,19 +327,21 @@ class NetworkService:
     def _doc(self, name: str, driver: str, *, subnet: str | None, gateway: str | None,
              ip_range: str | None = None, options: dict | None = None,
              labels: dict | None = None, internal: bool = False, attachable: bool = False,
-             bridge_name: str | None = None) -> dict:
+             bridge_name: str | None = None, auxiliary: dict | None = None,
+             ipam_options: dict | None = None) -> dict:
         net_id = secrets.token_hex(32)
         config = []
         if subnet:
             entry = {"Subnet": subnet, "Gateway": gateway}
             if ip_range:
                 entry["IPRange"] = ip_range
+            if auxiliary:
+                entry["AuxiliaryAddresses"] = auxiliary
             config.append(entry)
         doc = {
             "Name": name, "Id": net_id, "Created": now_rfc3339(), "Scope": "local", "Driver": driver,
             "EnableIPv4": True, "EnableIPv6": False,
-            "IPAM": {"Driver": "default", "Options": None if name in PREDEFINED else {},
-                     "Config": config},
+            "IPAM": {"Driver": "default", "Options": ipam_options, "Config": config},
             "Internal": internal, "Attachable": attachable, "Ingress": False,
             "ConfigFrom": {"Network": ""}, "ConfigOnly": False, "Containers": {},
             "Options": options or {}, "Labels": labels or {},
@@ -436,11 +439,19 @@ class NetworkService:
                     raise InvalidNetworkConfig(
                         f"container cannot be connected to network {net.name} and {primary.name}")
                 wanted[net.name] = cfg or {}
+        mac = doc["Config"].get("MacAddress")
+        if mac and not wanted[primary.name].get("MacAddress"):
+            # the pre-1.44 place of it (dockerd moves it to the primary endpoint too)
+            wanted[primary.name] = {**wanted[primary.name], "MacAddress": mac}
         networks = {}
         for name, cfg in wanted.items():
             net = self.get(name)
             networks[name] = self._endpoint_settings(net, cfg, doc["Id"])
         settings["Networks"] = networks
+        # the MACs asked for, kept for every start (the entries' own clear at each stop)
+        macs = {name: e["MacAddress"] for name, e in networks.items() if e["MacAddress"]}
+        if macs:
+            doc.setdefault("Kobako", {})["macs"] = macs
 
     def _endpoint_settings(self, net: Network, cfg: dict, container_id: str) -> dict:
         """Validate an EndpointsConfig entry; the Networks entry as inspect shows it."""
@@ -456,15 +467,21 @@ class NetworkService:
             ipam.check_in_subnet(addr, net.subnet, "IPv4 address")
             if addr == net.gateway:
                 raise NetworkConflict(f"Address already in use: {addr} is the gateway")
+            if any(str(addr) in (c.get("AuxiliaryAddresses") or {}).values()
+                   for c in net.doc["IPAM"]["Config"]):
+                raise NetworkConflict(f"Address already in use: {addr} is reserved")
             for ep in self.store.endpoints(net.id):
                 if ep.ip == str(addr) and ep.container_id != container_id:
                     raise NetworkConflict(f"Address already in use: {addr}")
         if aliases and not net.user_defined:
             raise InvalidNetworkConfig(
                 "network-scoped alias is supported only for containers in user defined networks")
+        mac = cfg.get("MacAddress") or ""
+        if mac and not _MAC.match(mac):
+            raise InvalidNetworkConfig(f"invalid MAC address: {mac}")
         return {
             "IPAMConfig": ipam_cfg, "Links": cfg.get("Links"), "Aliases": aliases or None,
-            "MacAddress": "", "DriverOpts": cfg.get("DriverOpts"), "GwPriority": 0,
+            "MacAddress": mac.lower(), "DriverOpts": cfg.get("DriverOpts"), "GwPriority": 0,
             "NetworkID": net.id, "EndpointID": "", "Gateway": "", "IPAddress": "",
             "IPPrefixLen": 0, "IPv6Gateway": "", "GlobalIPv6Address": "",
             "GlobalIPv6PrefixLen": 0, "DNSNames": None,
@@ -515,7 +532,9 @@ class NetworkService:
             used |= self._static_reservations(net, cid)
             addr = ipam.allocate(net.subnet, net.ip_range, net.gateway, used)
         endpoint_id = secrets.token_hex(32)
-        ep = Endpoint(net.id, cid, endpoint_id, str(addr), ipam.mac_for(addr), ifname,
+        # asked for, else made from the address
+        mac = (doc.get("Kobako") or {}).get("macs", {}).get(net.name) or ipam.mac_for(addr)
+        ep = Endpoint(net.id, cid, endpoint_id, str(addr), mac, ifname,
                       "veth" + endpoint_id[:11])
         self.store.insert_endpoint(ep)  # the address is ours from here on (or 409)
         itf = bridge.Interface(ep.host_ifname, ifname, ep.ip, net.subnet.prefixlen, ep.mac,
@@ -530,8 +549,24 @@ class NetworkService:
                       "IPAddress": ep.ip, "IPPrefixLen": net.subnet.prefixlen,
                       "MacAddress": ep.mac, "DNSNames": dns_names, "NetworkID": net.id})
 
+    @staticmethod
+    def _auxiliary_addresses(given: Any, subnet: ipaddress.IPv4Network) -> dict[str, str]:
+        """IPAM's AuxiliaryAddresses (--aux-address): names of addresses in the subnet
+        that are never given to a container."""
+        if not given:
+            return {}
+        if not isinstance(given, dict):
+            raise InvalidNetworkConfig("AuxiliaryAddresses must be a JSON object")
+        out = {}
+        for name, text in given.items():
+            addr = ipam.parse_address(str(text), "auxiliary address")
+            ipam.check_in_subnet(addr, subnet, "auxiliary address")
+            out[str(name)] = str(addr)
+        return out
+
     def _static_reservations(self, net: Network, except_id: str) -> set:
-        out = set()
+        out = {ipaddress.ip_address(a) for c in net.doc["IPAM"]["Config"]
+               for a in (c.get("AuxiliaryAddresses") or {}).values()}
         for cid, c in self.containers.containers.items():
             if cid == except_id:
                 continue
@@ -736,7 +771,7 @@ class NetworkService:
 
     async def create(self, body: dict) -> dict:
         name = body.get("Name") or ""
-        if not name or not _NAME.match(name):
+        if not isinstance(name, str) or not name.strip() or _BAD_NAME.search(name):
             raise InvalidNetworkConfig(f"invalid network name {name!r}")
         driver = body.get("Driver") or "bridge"
         if driver != "bridge":
@@ -782,10 +817,12 @@ class NetworkService:
             mtu = options.get(OPT_MTU)
             if mtu is not None and (not mtu.isdigit() or not 68 <= int(mtu) <= 65535):
                 raise InvalidNetworkConfig(f"invalid MTU {mtu!r}")
+            aux = self._auxiliary_addresses(cfg.get("AuxiliaryAddresses"), subnet)
             doc = self._doc(name, "bridge", subnet=str(subnet), gateway=str(gateway),
                             ip_range=str(ip_range) if ip_range else None, options=options,
                             labels=labels, internal=bool(body.get("Internal")),
-                            attachable=bool(body.get("Attachable")))
+                            attachable=bool(body.get("Attachable")), auxiliary=aux,
+                            ipam_options=ipam_body.get("Options"))
             bridge_name = options.get(OPT_BRIDGE_NAME) or "br-" + doc["Id"][:12]
             if len(bridge_name) > 15:
                 raise InvalidNetworkConfig(f"bridge name {bridge_name} is longer than 15")

@@ -66,7 +66,7 @@ def context_tar(path: str, dockerfile: str | None, out: IO[bytes]) -> str:
     """The context directory as a tar, minus what .dockerignore excludes (never the
     Dockerfile nor .dockerignore itself, as the docker CLI); the Dockerfile's name in it.
     A Dockerfile from outside the context (or "-", stdin) is added under a name of its own."""
-    from kobako.cli.dockerignore import DockerIgnore
+    from kobako.image.dockerignore import DockerIgnore
 
     root = os.path.abspath(path)
     ignore_path = os.path.join(root, ".dockerignore")

@@ -4,7 +4,9 @@ Docker's rules (moby `daemon/logger/jsonfilelog/jsonfilelog.go`, `daemon/create.
 an empty Type takes the daemon's default driver, and when the driver is the daemon's
 default its options fill in the keys the container left out. Unlike Docker, json-file
 is bounded by default (moby #27957): `max-size` 20m and `max-file` 3 sit underneath
-whatever the daemon and the container set.
+whatever the daemon and the container set. They are not written into the container's
+LogConfig (inspect shows what was asked, as dockerd's does); each reader of the
+configuration applies them.
 """
 
 from __future__ import annotations
@@ -85,9 +87,6 @@ class LogConfig:
         if driver == default_type:
             for key, value in _string_map(defaults.get("Config"), "log-opts").items():
                 opts.setdefault(key, value)
-        if driver == JSON_FILE:
-            for key, value in DEFAULT_JSON_FILE_OPTS.items():
-                opts.setdefault(key, value)
         if driver not in SUPPORTED_DRIVERS:
             raise ValueError(f"logger: no log driver named '{driver}' is registered")
         cfg = cls(type=driver, config=opts)
@@ -99,14 +98,13 @@ class LogConfig:
         for key in self.config:
             if key not in _JSON_FILE_OPTS and key not in _GENERIC_OPTS:
                 raise ValueError(f"unknown log opt '{key}' for json-file log driver")
-        if "max-size" in self.config:
-            self.max_size = parse_size(self.config["max-size"])
-            if self.max_size <= 0:
-                raise ValueError("max-size must be a positive number")
-        if "max-file" in self.config:
-            self.max_file = _go_atoi(self.config["max-file"])
-            if self.max_file < 1:
-                raise ValueError("max-file cannot be less than 1")
+        opts = {**DEFAULT_JSON_FILE_OPTS, **self.config}
+        self.max_size = parse_size(opts["max-size"])
+        if self.max_size <= 0:
+            raise ValueError("max-size must be a positive number")
+        self.max_file = _go_atoi(opts["max-file"])
+        if self.max_file < 1:
+            raise ValueError("max-file cannot be less than 1")
         if "compress" in self.config:
             self.compress = _go_parse_bool(self.config["compress"])
             if self.compress and (self.max_file == 1 or self.max_size is None):
