@@ -258,3 +258,34 @@ def test_input_the_process_does_not_read_yet_never_blocks_the_monitor(loop, tmp_
     for p in (proc, other):
         p.relay.close()
         p.end_output()
+
+
+def test_a_relay_that_lets_go_while_we_connect_is_monitor_gone(monkeypatch):
+    """A process that exits at once: its relay finishes (and drops our connection) between
+    our connect and our header. The daemon's watch must see MonitorGone (and then read
+    exit.json), not die of a BrokenPipeError and leave the container "running"."""
+    import asyncio
+
+    from kobako.engine import monitor_link
+
+    class Writer:
+        closed = False
+
+        def write(self, data):
+            pass
+
+        async def drain(self):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def close(self):
+            self.closed = True
+
+    writer = Writer()
+
+    async def open_unix_connection(path):
+        return object(), writer
+
+    monkeypatch.setattr(asyncio, "open_unix_connection", open_unix_connection)
+    with pytest.raises(monitor_link.MonitorGone):
+        asyncio.run(monitor_link.connect("/nowhere.sock", {"op": "watch"}))
+    assert writer.closed

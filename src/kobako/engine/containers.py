@@ -52,6 +52,9 @@ log = logging.getLogger("kobakod.containers")
 
 _NAME = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 KILL_WAIT = 10.0  # seconds a SIGKILL kill waits for the exit, as dockerd
+# The runtimes a container may name: ours, also under the name of dockerd's default
+# (clients and compose files that say runtime: runc mean "the default one").
+RUNTIMES = ("kobako-runtime", "runc")
 
 
 class Container:
@@ -442,6 +445,9 @@ class ContainerService(StorageOperations):
         if host_config.get("AutoRemove") and policy not in ("no", ""):
             raise InvalidParameter(
                 "can't create 'AutoRemove' container with restart policy")
+        runtime = host_config.get("Runtime") or ""
+        if runtime not in ("", *RUNTIMES):
+            raise InvalidParameter(f"Unknown runtime specified {runtime}")
 
     def _stored_links(self, host_config: dict, own_name: str) -> list[str]:
         """--link name[:alias], checked and kept as dockerd keeps them."""
@@ -720,6 +726,10 @@ class ContainerService(StorageOperations):
             try:
                 exit_doc = await self._watch_monitor(c, path)
             except monitor_link.MonitorGone:
+                exit_doc = None
+            except (OSError, ValueError) as err:
+                # never end without a verdict: the container would stay "running"
+                log.warning("watching container %s failed: %s", c.id[:12], err)
                 exit_doc = None
             if exit_doc is None:
                 exit_doc = self._read_exit_file(c) or await self._lost_monitor(c)
@@ -1146,9 +1156,11 @@ class ContainerService(StorageOperations):
         self._event(c, "rename", {"oldName": "/" + old})
 
     async def prune(self, filters: Mapping[str, list[str]]) -> dict:
-        deleted = []
+        from kobako.engine.disk_usage import directory_size
+
+        deleted, reclaimed = [], 0
         for c in list(self.containers.values()):
-            if c.running:
+            if c.state.get("Running"):  # restarting ones too, as dockerd
                 continue
             labels = c.doc["Config"].get("Labels") or {}
             if not all(label_matches(labels, v) for v in (filters or {}).get("label", [])):
@@ -1160,9 +1172,15 @@ class ContainerService(StorageOperations):
                 limit = parse_timestamp(until[0])
                 if limit is not None and parse_time(c.doc["Created"]) > limit:
                     continue
-            await self.remove(c.id, force=False, volumes=False, link=False)
+            upper = (c.private.get("rootfs") or {}).get("upper")
+            size = await asyncio.to_thread(directory_size, upper) if upper else 0
+            try:
+                await self.remove(c.id, force=False, volumes=False, link=False)
+            except (Conflict, NotFound):
+                continue  # started or removed meanwhile
             deleted.append(c.id)
-        return {"ContainersDeleted": deleted, "SpaceReclaimed": 0}
+            reclaimed += size  # the writable layer's bytes (vfs copies count as none)
+        return {"ContainersDeleted": deleted or None, "SpaceReclaimed": reclaimed}
 
     async def top(self, ref: str, ps_args: str | None) -> dict:
         c = self.get(ref)

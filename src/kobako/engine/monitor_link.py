@@ -13,12 +13,19 @@ class MonitorGone(Exception):
 
 
 async def connect(path: str, header: dict) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection to a process's socket that has sent `header`. MonitorGone when the
+    process's relay is not there, or let go of us as it finished (a process that exits
+    at once can end between our connect and our header)."""
     try:
         reader, writer = await asyncio.open_unix_connection(path)
     except OSError as err:
         raise MonitorGone(f"cannot reach the monitor at {path}: {err}") from err
-    writer.write(json.dumps(header).encode() + b"\n")
-    await writer.drain()
+    try:
+        writer.write(json.dumps(header).encode() + b"\n")
+        await writer.drain()
+    except OSError as err:
+        writer.close()
+        raise MonitorGone(f"the monitor at {path} closed the connection: {err}") from err
     return reader, writer
 
 
