@@ -177,3 +177,35 @@ def test_build_drops_an_excluded_dockerfile_and_dockerignore(client, tmp_path):
         assert b"Dockerfile" not in listing and b".dockerignore" not in listing
     finally:
         client.images.remove(image.id, force=True)
+
+
+def test_links_of_an_endpoint_resolve_for_that_container(client):
+    net = client.networks.create("kbp-links-" + secrets.token_hex(2))
+    target = client.containers.run("busybox", ["sleep", "1000"], detach=True, name=_name(),
+                                   network=net.name)
+    try:
+        asking = client.api.create_container(
+            "busybox", ["nslookup", "db"], name=_name(),
+            networking_config=client.api.create_networking_config({
+                net.name: client.api.create_endpoint_config(links={target.name: "db"})}))
+        client.api.start(asking["Id"])
+        assert client.api.wait(asking["Id"], timeout=30)["StatusCode"] == 0
+        client.api.remove_container(asking["Id"])
+    finally:
+        target.remove(force=True)
+        net.remove()
+
+
+def test_runtime_names_and_prune_reports_what_it_freed(client):
+    with pytest.raises(docker.errors.APIError) as info:
+        client.containers.create("busybox", ["true"], runtime="no-such-runtime")
+    assert info.value.status_code == 400 and "Unknown runtime specified" in str(info.value)
+    container = client.containers.create("busybox", ["sh", "-c", "head -c 300000 /dev/zero > /f"],
+                                         runtime="runc", name=_name())
+    assert container.attrs["HostConfig"]["Runtime"] == "runc"
+    container.start()
+    container.wait(timeout=30)
+    report = client.containers.prune()
+    assert container.id in report["ContainersDeleted"]
+    if client.info()["Driver"] == "overlay2":  # its writable layer held the file
+        assert report["SpaceReclaimed"] >= 300000

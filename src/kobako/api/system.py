@@ -180,7 +180,9 @@ async def info(request: Request) -> Response:
         "Labels": list(cfg.labels),
         "ExperimentalBuild": False,
         "ServerVersion": v.SERVER_VERSION,
-        "Runtimes": {"kobako-runtime": {"path": "kobako-runtime"}},
+        # "runc" names the same runtime, for clients that ask for dockerd's default
+        "Runtimes": {"kobako-runtime": {"path": "kobako-runtime"},
+                     "runc": {"path": "kobako-runtime"}},
         "DefaultRuntime": "kobako-runtime",
         "Swarm": {"NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive",
                   "ControlAvailable": False, "Error": "", "RemoteManagers": None},

@@ -33,6 +33,7 @@ def host_config_defaults(host_config: dict) -> dict:
         "MaskedPaths": None, "ReadonlyPaths": None,
     }
     doc.update({k: v for k, v in host_config.items() if v is not None})
+    doc["Runtime"] = doc.get("Runtime") or "kobako-runtime"
     if not (doc.get("LogConfig") or {}).get("Type"):
         doc["LogConfig"] = {"Type": "json-file", "Config": (doc.get("LogConfig") or {}).get(
             "Config") or {}}

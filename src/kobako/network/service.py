@@ -661,7 +661,11 @@ class NetworkService:
 
     def _dns_lookup(self, container_id: str, name: str) -> list[str] | None:
         asking = self.containers.containers.get(container_id)
-        for link in (asking.doc["HostConfig"].get("Links") or []) if asking else []:
+        links = list((asking.doc["HostConfig"].get("Links") or []) if asking else [])
+        for entry in ((asking.doc["NetworkSettings"].get("Networks") or {}).values()
+                      if asking else []):
+            links += (entry or {}).get("Links") or []  # an endpoint's own (connect --link)
+        for link in links:
             linked, _, alias = link.partition(":")  # "/name:/own/alias", --link name:alias
             if name == alias.rsplit("/", 1)[-1].lower():
                 name = linked.lstrip("/").lower()  # an alias only this container knows
