@@ -40,6 +40,22 @@ def test_exit_status_reaped_before_anyone_asked_is_kept(loop):
     assert [os.waitstatus_to_exitcode(s) for s in got] == [7]
 
 
+def test_an_old_unclaimed_status_is_not_given_to_a_new_process_of_that_pid(loop,
+                                                                          monkeypatch):
+    """An orphan's status nobody asked for must not end a later container whose init
+    got the same pid (pid_max wraps)."""
+    from kobako.engine import monitor
+
+    pid = os.fork()
+    if pid == 0:
+        os._exit(7)
+    run_until(loop, lambda: pid in loop._unclaimed)
+    monkeypatch.setattr(monitor, "UNCLAIMED_TTL", 0.0)  # as if it were long ago
+    got = []
+    loop.on_exit(pid, got.append)
+    assert got == [] and loop._exits[pid] == got.append  # waits for its own exit
+
+
 def test_exit_callback_when_asked_first(loop):
     r, w = os.pipe()
     pid = os.fork()

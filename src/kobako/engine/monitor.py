@@ -37,6 +37,10 @@ EXIT_FILE = "exit.json"
 MONITOR_FILE = "monitor.json"
 LOG_ERROR_FILE = "log-errors"
 UNCLAIMED_LIMIT = 1024  # exit statuses of children nobody asked for (orphans) kept
+# ... and for how long: a status is asked for within moments of the exit (an init that
+# exits before its start is reported); an older one is an orphan's, and its pid may
+# come back (pid_max wraps) as a new container's init, which must not inherit it
+UNCLAIMED_TTL = 30.0
 
 
 def drain(fd: int) -> None:
@@ -83,7 +87,7 @@ class Loop:
         self._timers: list[tuple[float, int, Timer]] = []
         self._order = itertools.count()
         self._exits: dict[int, Callable[[int], None]] = {}
-        self._unclaimed: dict[int, int] = {}
+        self._unclaimed: dict[int, tuple[int, float]] = {}  # pid -> (status, when reaped)
         self._owner = os.getpid()
         self._wakeup_r, self._wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(self._wakeup_w)
@@ -143,8 +147,9 @@ class Loop:
 
     def on_exit(self, pid: int, callback: Callable[[int], None]) -> None:
         """callback(wait status) once child `pid` has exited (and is reaped)."""
-        if pid in self._unclaimed:
-            callback(self._unclaimed.pop(pid))
+        kept = self._unclaimed.pop(pid, None)
+        if kept is not None and time.monotonic() - kept[1] < UNCLAIMED_TTL:
+            callback(kept[0])
         else:
             self._exits[pid] = callback
 
@@ -161,9 +166,11 @@ class Loop:
             if callback is not None:
                 callback(status)
                 continue
-            self._unclaimed[pid] = status
-            if len(self._unclaimed) > UNCLAIMED_LIMIT:
-                del self._unclaimed[next(iter(self._unclaimed))]
+            now = time.monotonic()
+            self._unclaimed[pid] = (status, now)
+            while self._unclaimed and (len(self._unclaimed) > UNCLAIMED_LIMIT or now - next(
+                    iter(self._unclaimed.values()))[1] >= UNCLAIMED_TTL):
+                del self._unclaimed[next(iter(self._unclaimed))]  # the oldest first
 
     # -- running ------------------------------------------------------------------------
 
