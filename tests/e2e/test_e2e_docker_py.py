@@ -209,3 +209,12 @@ def test_runtime_names_and_prune_reports_what_it_freed(client):
     assert container.id in report["ContainersDeleted"]
     if client.info()["Driver"] == "overlay2":  # its writable layer held the file
         assert report["SpaceReclaimed"] >= 300000
+
+
+def test_build_output_shows_run_stderr_in_red(client):
+    dockerfile = b"FROM busybox\nRUN echo out; echo err >&2\n"
+    lines = list(client.api.build(fileobj=io.BytesIO(dockerfile), decode=True, rm=True,
+                                  tag="kbp-stderr:1"))
+    streams = "".join(line.get("stream", "") for line in lines)
+    assert "out\n" in streams and "\x1b[91merr\n\x1b[0m" in streams
+    client.images.remove("kbp-stderr:1", force=True)

@@ -325,9 +325,12 @@ class Builder:
                                                 stdout=True, stderr=True, detach_keys=None)
         exited = await self.containers.wait(cid, "next-exit")
         await self.containers.start(cid)
-        async for _stream, data in attached.output:
+        async for stream, data in attached.output:
             if not self.options.quiet:
-                await self.emit({"stream": data.decode("utf-8", errors="replace")})
+                text = data.decode("utf-8", errors="replace")
+                if stream == 2:  # stderr in red, as dockerd's classic builder writes it
+                    text = f"\x1b[91m{text}\x1b[0m"
+                await self.emit({"stream": text})
         return int((await exited).get("StatusCode") or 0)
 
     async def _remove(self, cid: str) -> None:
