@@ -121,6 +121,12 @@ def test_removing_a_legacy_link(engine, client):
         target.remove(force=True)
 
 
+def test_a_volume_created_without_a_name_is_anonymous_and_pruned(client):
+    volume = client.volumes.create()
+    assert volume.attrs["Labels"] == {"com.docker.volume.anonymous": ""}
+    assert volume.name in (client.volumes.prune().get("VolumesDeleted") or [])
+
+
 def test_volume_prune_of_an_old_api_client_takes_named_volumes_too(engine):
     new, old = engine.docker_py(), engine.docker_py(version="1.41")
     try:

@@ -134,7 +134,7 @@ def test_sizes_are_decimal_as_go_units_reads_them(text, size):
     ({"Config": {"compress": "maybe"}}, 'strconv.ParseBool: parsing "maybe": invalid syntax'),
     ({"Config": {"compress": "true", "max-file": "1"}}, "compress cannot be true"),
     ({"Config": {"foo": "1"}}, "unknown log opt 'foo' for json-file log driver"),
-    ({"Type": "syslog"}, "logger: no log driver named 'syslog' is registered"),
+    ({"Type": "syslog"}, 'error looking up logging plugin syslog: plugin "syslog" not found'),
     ({"Config": {"max-size": 5}}, "must map strings to strings"),
 ])
 def test_invalid_values_are_refused_with_dockers_words(config, message):

@@ -94,6 +94,7 @@ async def progress_call(request: Request, start: Starter,
 
     work = asyncio.ensure_future(start(progress))
     stream = JSONStream(request)
+    getter: asyncio.Future | None = None
     try:
         while True:
             getter = asyncio.ensure_future(queue.get())
@@ -123,6 +124,8 @@ async def progress_call(request: Request, start: Starter,
         gone.set()
         if not work.done():
             work.cancel()  # a client that went away cancels its pull/push
+        if getter is not None and not getter.done():
+            getter.cancel()
         raise
 
 

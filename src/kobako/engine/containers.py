@@ -341,7 +341,7 @@ class ContainerService(StorageOperations):
             host_config["LogConfig"] = LogConfig.from_host_config(
                 host_config.get("LogConfig"), self.log_defaults).to_json()
         except ValueError as err:
-            raise InvalidParameter(f"failed to create container: {err}") from None
+            raise InvalidParameter(str(err)) from None
         cid = secrets.token_hex(32)
         self._creating.add(cid)
         try:

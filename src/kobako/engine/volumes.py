@@ -246,8 +246,9 @@ class VolumeService:
         labels = {str(k): str(v) for k, v in (labels or {}).items()}
         if name:
             check_name(name)
-        else:
+        else:  # a volume without a name is anonymous (prune takes it), as dockerd's
             name = secrets.token_hex(32)
+            labels.setdefault(ANONYMOUS_LABEL, "")
         check_options(options)
         with self.lock:
             existing = self._get(name)

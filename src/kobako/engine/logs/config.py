@@ -88,7 +88,8 @@ class LogConfig:
             for key, value in _string_map(defaults.get("Config"), "log-opts").items():
                 opts.setdefault(key, value)
         if driver not in SUPPORTED_DRIVERS:
-            raise ValueError(f"logger: no log driver named '{driver}' is registered")
+            raise ValueError(f'error looking up logging plugin {driver}: plugin "{driver}" '
+                             "not found")
         cfg = cls(type=driver, config=opts)
         if driver == JSON_FILE:
             cfg._validate_json_file()
