@@ -95,10 +95,6 @@ class Headers:
             return value
         return current
 
-    def __delitem__(self, name: str) -> None:
-        key = name.lower()
-        self._fields = [(f, v) for f, v in self._fields if f.lower() != key]
-
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and self.get(name) is not None
 
@@ -194,7 +190,6 @@ class Request:
         self.query = Query(query)
         self.headers = Headers((name.decode("latin-1"), value.decode("latin-1"))
                                for name, value in event.headers)
-        self.http_version = event.http_version.decode("ascii")
         self.match_info: dict[str, str] = {}
         self.content = Body(connection)
         self._values: dict[str, Any] = {}
@@ -247,9 +242,6 @@ class StreamResponse:
 
     def enable_chunked_encoding(self) -> None:
         """Chunked is what a body without Content-Length gets anyway (HTTP/1.1)."""
-
-    def force_close(self) -> None:
-        self.headers["Connection"] = "close"
 
     async def prepare(self, request: Request) -> None:
         if self.prepared:
