@@ -8,7 +8,7 @@ import logging
 import re
 from typing import Any
 
-from kobako.api.context import STREAM_STARTED, ctx
+from kobako.api.context import ctx
 from kobako.api.errors import BadRequest
 from kobako.api.http import Request, Response, StreamResponse, WebSocket, json_response
 from kobako.api.params import (
@@ -130,7 +130,6 @@ async def wait(request: Request) -> StreamResponse:
     # Headers go out at once (the docker CLI starts the container only after that).
     resp = StreamResponse(status=200, headers={"Content-Type": "application/json"})
     await resp.prepare(request)
-    request[STREAM_STARTED] = True
     try:
         result = await waiter
         body = {"StatusCode": int(result.get("StatusCode", 0)),
@@ -159,7 +158,6 @@ async def logs(request: Request) -> StreamResponse:
     resp = StreamResponse(status=200, headers={
         "Content-Type": RAW_STREAM if tty else MULTIPLEXED_STREAM})
     await resp.prepare(request)
-    request[STREAM_STARTED] = True
     async for stream, data in chunks:
         await resp.write(data if tty else frame(stream, data))
     await resp.write_eof()
@@ -241,7 +239,6 @@ async def attach(request: Request) -> StreamResponse:
                            stdout=bool_param(request, "stdout"),
                            stderr=bool_param(request, "stderr"), detach_keys=detach_keys)
     hj = await hijack(request, multiplexed=not sio.tty)
-    request[STREAM_STARTED] = True
     await pump(hj, sio, stdin=want_stdin, detach_keys=detach_keys)
     return hj.response
 
@@ -257,7 +254,6 @@ async def attach_ws(request: Request) -> StreamResponse:
                            stderr=bool_param(request, "stderr"), detach_keys=None)
     ws = WebSocket()
     await ws.prepare(request)
-    request[STREAM_STARTED] = True
 
     async def copy_out() -> None:
         async for _stream, data in sio.output:
@@ -322,7 +318,6 @@ async def stats(request: Request) -> StreamResponse:
     items = await ctx(request).containers.stats(_ref(request), stream, one_shot=one_shot)
     out = JSONStream(request)
     await out.start()
-    request[STREAM_STARTED] = True
     async for item in items:
         await out.send(item)
     return await out.finish()

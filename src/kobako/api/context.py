@@ -34,7 +34,5 @@ def ctx(request: Request) -> Context:
 
 
 # per-request values (request[KEY])
-STREAM_STARTED = "stream_started"
-"""Set once a handler has sent headers: errors can no longer become a status."""
 API_VERSION = "api_version"
 """The API version the client asked for (its /v1.NN/ prefix), else the newest."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from kobako.api.containers import pump
-from kobako.api.context import STREAM_STARTED, ctx
+from kobako.api.context import ctx
 from kobako.api.errors import BadRequest, message_for
 from kobako.api.http import Request, Response, StreamResponse, json_response
 from kobako.api.params import check_types, int_param, json_body
@@ -45,7 +45,6 @@ async def start(request: Request) -> StreamResponse:
     # the stream, and the exec's inspect has its exit code (126). The framing is
     # the start's Tty (the process's terminal is the create's).
     hj = await hijack(request, multiplexed=not body.get("Tty"))
-    request[STREAM_STARTED] = True
     try:
         sio = await svc.exec_start(exec_id, detach=False, tty=bool(body.get("Tty")),
                                    detach_keys=None)

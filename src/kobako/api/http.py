@@ -205,6 +205,11 @@ class Request:
     def get(self, key: str, default: Any = None) -> Any:
         return self._values.get(key, default)
 
+    @property
+    def headers_sent(self) -> bool:
+        """A response's head is out: an error can no longer become a status."""
+        return self.response is not None
+
     async def read(self) -> bytes:
         """The whole body, at most the app's max_body bytes (413 above it)."""
         limit = self.app.max_body
@@ -231,7 +236,8 @@ class Request:
 
 
 class StreamResponse:
-    """A response whose body the handler writes as it goes (chunked, or until close)."""
+    """A response whose body the handler writes as it goes (chunked: no Content-Length,
+    or until the connection closes for an HTTP/1.0 client)."""
 
     def __init__(self, status: int = 200, headers: dict[str, str] | None = None):
         self.status = status
@@ -239,9 +245,6 @@ class StreamResponse:
         self.prepared = False
         self._request: Request | None = None
         self._eof = False
-
-    def enable_chunked_encoding(self) -> None:
-        """Chunked is what a body without Content-Length gets anyway (HTTP/1.1)."""
 
     async def prepare(self, request: Request) -> None:
         if self.prepared:

@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from typing import IO, Any
 from urllib.parse import urlparse
 
-from kobako.api.context import STREAM_STARTED, ctx
+from kobako.api.context import ctx
 from kobako.api.errors import BadRequest, message_for
 from kobako.api.http import Request, Response, StreamResponse, json_response
 from kobako.api.params import bool_param, filters_param, str_param
@@ -101,18 +101,16 @@ async def progress_call(request: Request, start: Starter,
             done, _ = await asyncio.wait({getter, work}, return_when=asyncio.FIRST_COMPLETED)
             if getter in done:
                 await stream.send(getter.result())
-                request[STREAM_STARTED] = True
                 continue
             getter.cancel()
             await asyncio.sleep(0)  # let call_soon_threadsafe'd messages land
             while not queue.empty():
                 await stream.send(queue.get_nowait())
-                request[STREAM_STARTED] = True
             break
         try:
             result = work.result()
         except Exception as exc:
-            if not request.get(STREAM_STARTED):
+            if not request.headers_sent:
                 raise  # nothing sent yet: answer with the proper status
             log.info("streamed operation failed: %s", exc)
             await stream.send_error(message_for(exc), getattr(exc, "exit_code", None))

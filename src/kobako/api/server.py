@@ -8,7 +8,7 @@ import re
 from kobako.api import build, containers, images, networks, system, volumes
 from kobako.api import exec as exec_routes
 from kobako.api import version as v
-from kobako.api.context import API_VERSION, STREAM_STARTED, Context
+from kobako.api.context import API_VERSION, Context
 from kobako.api.errors import error_response, http_error_response, response_for
 from kobako.api.http import Application, Handler, HTTPError, Request, Router, StreamResponse
 
@@ -38,7 +38,7 @@ def create_app(context: Context | None = None) -> Application:
             handler, request.match_info = router.resolve(request.method, path)
             return await handler(request)
         except HTTPError as exc:
-            if request.get(STREAM_STARTED):
+            if request.headers_sent:
                 raise
             return http_error_response(exc)
         except (ConnectionResetError, BrokenPipeError):
@@ -47,7 +47,7 @@ def create_app(context: Context | None = None) -> Application:
             log.debug("%s %s: the client went away", request.method, request.path)
             raise
         except Exception as exc:  # noqa: BLE001 - the one place errors become responses
-            if request.get(STREAM_STARTED) or request.response is not None:
+            if request.headers_sent:
                 # Headers are out: a status can no longer be sent; end this connection only.
                 log.warning("%s %s failed mid-stream: %s", request.method, request.path, exc)
                 raise

@@ -13,7 +13,6 @@ import struct
 from collections.abc import AsyncIterator
 from typing import Any
 
-from kobako.api.context import STREAM_STARTED
 from kobako.api.http import RawStream, Request, StreamResponse
 from kobako.engine.errors import InvalidParameter
 
@@ -104,7 +103,6 @@ class JSONStream:
         self.request = request
         self.response = StreamResponse(status=200,
                                            headers={"Content-Type": "application/json"})
-        self.response.enable_chunked_encoding()
         self._prepared = False
 
     async def start(self) -> None:
@@ -136,7 +134,6 @@ async def stream_tar(request: Request, chunks: AsyncIterator[bytes],
         resp = StreamResponse(status=200, headers={"Content-Type": "application/x-tar",
                                                        **(headers or {})})
         await resp.prepare(request)
-        request[STREAM_STARTED] = True
         async for chunk in chunks:
             await resp.write(chunk)
         await resp.write_eof()
