@@ -486,9 +486,9 @@ class ContainerService(StorageOperations):
             parent = self.get(parent_name.lstrip("/"))
         except NotFound:
             raise NotFound(f"Cannot get parent {parent_name} for link name {name}") from None
-        kept = [entry for entry in parent.doc["HostConfig"].get("Links") or []
-                if links.parse(entry)[1] != alias]
-        if len(kept) == len(parent.doc["HostConfig"].get("Links") or []):
+        current = parent.doc["HostConfig"].get("Links") or []
+        kept = [entry for entry in current if links.parse(entry)[1] != alias]
+        if len(kept) == len(current):
             raise NotFound(f"No such container: {name}")
         parent.doc["HostConfig"]["Links"] = kept or None
         self.store.update(parent.doc)
@@ -867,15 +867,15 @@ class ContainerService(StorageOperations):
         monitor would run a container the daemon no longer tracks."""
         c.private["manually_stopped"] = True
         task = c.restart_task
-        if task is not None and not task.done() and not c.restart_waiting:
+        if task is None or task.done():
+            return False
+        if not c.restart_waiting:
             await asyncio.wait([task])
             return False
-        if task is not None and not task.done():
-            task.cancel()
-            c.state.update({"Restarting": False, "Running": False, "Status": "exited"})
-            self.store.update(c.doc)
-            return True
-        return False
+        task.cancel()
+        c.state.update({"Restarting": False, "Running": False, "Status": "exited"})
+        self.store.update(c.doc)
+        return True
 
     # -- signals and stopping ----------------------------------------------------------
 

@@ -102,6 +102,12 @@ class Network:
         return ipam.parse_subnet(text) if text else None
 
     @property
+    def auxiliary(self) -> set[ipaddress.IPv4Address]:
+        """Addresses IPAM keeps out of allocation (--aux-address)."""
+        return {ipam.parse_address(a) for c in self.doc["IPAM"]["Config"]
+                for a in (c.get("AuxiliaryAddresses") or {}).values()}
+
+    @property
     def mtu(self) -> int:
         return int(self.doc["Options"].get(OPT_MTU) or 1500)
 
@@ -467,8 +473,7 @@ class NetworkService:
             ipam.check_in_subnet(addr, net.subnet, "IPv4 address")
             if addr == net.gateway:
                 raise NetworkConflict(f"Address already in use: {addr} is the gateway")
-            if any(str(addr) in (c.get("AuxiliaryAddresses") or {}).values()
-                   for c in net.doc["IPAM"]["Config"]):
+            if addr in net.auxiliary:
                 raise NetworkConflict(f"Address already in use: {addr} is reserved")
             for ep in self.store.endpoints(net.id):
                 if ep.ip == str(addr) and ep.container_id != container_id:
@@ -565,8 +570,8 @@ class NetworkService:
         return out
 
     def _static_reservations(self, net: Network, except_id: str) -> set:
-        out = {ipaddress.ip_address(a) for c in net.doc["IPAM"]["Config"]
-               for a in (c.get("AuxiliaryAddresses") or {}).values()}
+        """Addresses never handed out: the auxiliary ones and other containers' static IPs."""
+        out = net.auxiliary
         for cid, c in self.containers.containers.items():
             if cid == except_id:
                 continue

@@ -118,12 +118,13 @@ _probed: SysInfo | None = None
 def probe(host: Host | None = None) -> SysInfo:
     """This host's SysInfo; probed once per process unless `host` is given."""
     global _probed
-    if host is not None:
-        return _v2(host) if host.mode == "v2" else _v1(host)
-    if _probed is None:
+    if host is None:
+        if _probed is not None:
+            return _probed
         try:
             host = detect()
         except CgroupError:
             return SysInfo()  # no cgroups mounted: nothing can be limited
-        _probed = _v2(host) if host.mode == "v2" else _v1(host)
-    return _probed
+        _probed = probe(host)
+        return _probed
+    return _v2(host) if host.mode == "v2" else _v1(host)
