@@ -2,6 +2,7 @@
 pids and memory enforcement, stats, cleanup. Every cgroup lives under a unique prefix."""
 
 import glob
+import json
 import os
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import time
 import uuid
 
 import pytest
+from forked import in_child
 
 from kobako.linux import cgroups
 from kobako.linux.cgroups import sysinfo
@@ -249,3 +251,67 @@ def test_ebpf_device_filter_on_the_unified_hierarchy(mgr):
                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     out, _ = proc.communicate(timeout=10)
     assert out.decode().split() == ["zero_r=0", "zero_w=2", "urandom=1"]
+
+
+def _cgroup_lines() -> dict[str, str]:
+    """/proc/self/cgroup as {controller ("" for the unified hierarchy): path}."""
+    out = {}
+    with open("/proc/self/cgroup") as handle:
+        for line in handle:
+            _, controllers, path = line.rstrip("\n").split(":", 2)
+            out.update(dict.fromkeys(controllers.split(","), path))
+    return out
+
+
+def _born_child_cgroups(mgr, *, without_clone3: bool = False) -> dict:
+    """Fork, as exec's stage 1 does, a child through CgroupBirth; where both ended up."""
+    from kobako.linux.cgroups import birth
+
+    def stage1():
+        if without_clone3:
+            birth._clone_into = lambda path, fd: None
+        entry = birth.CgroupBirth(mgr.paths)
+        r, w = os.pipe()
+        pid = entry.fork()
+        if pid == 0:
+            os.write(w, json.dumps(_cgroup_lines()).encode())
+            os._exit(0)
+        os.close(w)
+        child = json.loads(os.read(r, 65536))
+        os.waitpid(pid, 0)
+        return {"child": child, "stage1": _cgroup_lines()}
+
+    return in_child(stage1)
+
+
+@pytest.mark.parametrize("without_clone3", [False, True], ids=["clone3", "procs-fallback"])
+def test_birth_forks_a_child_into_every_hierarchy(mgr, prefix, without_clone3):
+    seen = _born_child_cgroups(mgr, without_clone3=without_clone3)
+    ours = f"/{prefix}/c1"
+    joined = set(mgr.paths) & set(seen["child"])
+    assert joined
+    for key in joined:
+        assert seen["child"][key] == ours, (key, seen["child"][key])
+    # stage 1 entered the v1 hierarchies itself (its children follow), the unified one
+    # only when clone3 was missing
+    for key in joined:
+        assert (seen["stage1"][key] == ours) == (key != "" or without_clone3), key
+
+
+def test_birth_into_a_full_pids_cgroup_is_a_clear_error(mgr):
+    mgr.apply({"pids": {"limit": 1}})  # stage 1 itself takes the one pid
+
+    def stage1():
+        from kobako.linux.cgroups import birth
+
+        try:
+            pid = birth.CgroupBirth(mgr.paths).fork()
+        except OSError as err:
+            return str(err)
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+        return "forked"
+
+    message = in_child(stage1)
+    assert "Resource temporarily unavailable" in message, message

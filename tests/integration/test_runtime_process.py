@@ -247,6 +247,9 @@ def test_user_and_time_namespaces_together_and_exec_joins_them(rt, bundle, open_
     assert float(out[0]) > year
     assert out[1:4] == ["0", "100000", "65536"]
     assert out[4] == "1"  # the init's sleep, in the same pid namespace
+    # born in the container's cgroup in every hierarchy, and inside its cgroup namespace
+    lines = rt("exec", container_id, "cat", "/proc/self/cgroup").stdout.split()
+    assert lines and all(line.endswith(":/") for line in lines), lines
     for ns in ("user", "time", "cgroup", "pid", "mnt", "net"):
         assert os.readlink(f"/proc/{pid}/ns/{ns}") != os.readlink(f"/proc/self/ns/{ns}")
     rt.delete(container_id)

@@ -14,7 +14,6 @@ import secrets
 from kobako.engine import monitor_link
 from kobako.engine.errors import Conflict, InvalidParameter, NotFound
 from kobako.engine.monitor_process import MonitorError
-from kobako.linux.cgroups import warmup as cgroup_warmup
 
 
 class ExecInstance:
@@ -74,7 +73,6 @@ class ExecService:
         if not cmd or not isinstance(cmd, list) or not all(isinstance(a, str) for a in cmd):
             raise InvalidParameter("No exec command specified")
         exec_id = secrets.token_hex(32)
-        cgroup_warmup.start()  # a start usually follows within milliseconds
         self.instances[exec_id] = ExecInstance(exec_id, container, dict(config))
         self.containers._event(container, f"exec_create: {' '.join(cmd)}", {"execID": exec_id})
         return {"Id": exec_id}
@@ -95,7 +93,6 @@ class ExecService:
         container = instance.container
         if not container.running:
             raise Conflict(f"Container {container.id} is not running")
-        cgroup_warmup.start()  # the exec's cgroup migration comes a few ms from now
         process = await asyncio.to_thread(self._process, instance)
         instance.socket = os.path.join(self.containers.sockets, "x" + exec_id[:16] + ".sock")
         config = instance.config

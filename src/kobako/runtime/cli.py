@@ -227,8 +227,8 @@ def entry() -> None:
     fastexit.run(main)
 
 
-# commands that move a process into a cgroup
-_MIGRATING = {"create", "run", "exec"}
+# commands that move a process into a cgroup by its pid (exec's is born there)
+_MIGRATING = {"create", "run"}
 
 _LONG_GLOBALS = {"root", "log", "log-format", "debug", "systemd-cgroup", "rootless", "criu"}
 

@@ -1,8 +1,9 @@
 """`exec`: a new process inside a running container's namespaces and cgroup.
 
 As with `create`, forked non-dumpable children do the entering (stage 1 joins the
-namespaces, stage 2 is born into the pid namespace) and the final exec goes
-through the sealed stub; the runtime's own process never enters the container.
+namespaces, stage 2 is born into the pid namespace and the cgroup) and the final
+exec goes through the sealed stub; the runtime's own process never enters the
+container.
 """
 
 from __future__ import annotations
@@ -18,9 +19,13 @@ from kobako.linux.files import write_atomic
 from . import foreground
 from .container import Runtime, _reap
 from .errors import BadState, ConfigError, RuntimeFailure
-from .init import ChildFailed, PeerGone, fork_stage2, recv, run_child, send, use_stdio
+from .init import ChildFailed, recv, run_child, send, use_stdio
 from .namespaces import JOIN_ORDER, NAMESPACES
 from .state import CREATED, PAUSED, RUNNING, ContainerState
+
+TYPE_CHECKING = False  # (not from typing: the runtime's start-up counts every import)
+if TYPE_CHECKING:
+    from kobako.linux.cgroups.birth import CgroupBirth
 
 
 class ExecContext:
@@ -28,7 +33,8 @@ class ExecContext:
 
     def __init__(self, *, process: dict, seccomp, ns_paths: list[tuple[str, str]],
                  sock: socket.socket, stub_fd: int, console: socket.socket | None,
-                 preserve_fds: int, stdio: tuple[int, int, int] | None = None):
+                 preserve_fds: int, birth: CgroupBirth,
+                 stdio: tuple[int, int, int] | None = None):
         self.process = process
         self.seccomp = seccomp
         self.ns_paths = ns_paths
@@ -36,6 +42,8 @@ class ExecContext:
         self.stub_fd = stub_fd
         self.console = console
         self.preserve_fds = preserve_fds
+        self.birth = birth  # the cgroup's files, opened on the host
+        self.cgroup_ns: int | None = None  # stage 1 opens it, stage 2 joins it
         self.stdio = stdio
 
 
@@ -131,7 +139,7 @@ def spawn_exec(state: ContainerState, status: str, process: dict, *,
         raise BadState("cannot exec in a paused container")
     if status not in (RUNNING, CREATED, PAUSED):
         raise BadState(f"cannot exec in a {status} container")
-    from kobako.linux.cgroups import CgroupError, manager_for_paths
+    from kobako.linux.cgroups.birth import CgroupBirth
 
     from .console import connect_console_socket
     from .process import preload, sealed_stub
@@ -146,10 +154,12 @@ def spawn_exec(state: ContainerState, status: str, process: dict, *,
         (kind, f"/proc/{state.pid}/ns/{NAMESPACES[kind][1]}")
         for kind in sorted(state.namespaces, key=JOIN_ORDER.index)
     ]
+    birth = CgroupBirth(state.cgroup_paths)
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     stub_fd = sealed_stub()
     ctx = ExecContext(process=process, seccomp=seccomp_filter, ns_paths=ns_paths, sock=child,
-                      stub_fd=stub_fd, console=console, preserve_fds=preserve_fds, stdio=stdio)
+                      stub_fd=stub_fd, console=console, preserve_fds=preserve_fds,
+                      birth=birth, stdio=stdio)
     try:
         pid = os.fork()
         if pid == 0:
@@ -157,14 +167,6 @@ def spawn_exec(state: ContainerState, status: str, process: dict, *,
             run_child(_exec_stage1, child, ctx)
         child.close()
         try:
-            # stage 1 joins the namespaces meanwhile: the migration's wait overlaps that
-            try:
-                if state.cgroup_paths:
-                    manager_for_paths(state.cgroup_paths).add(pid)
-                send(parent, "go")
-            except (OSError, CgroupError):
-                _raise_stage1_report(parent)
-                raise
             exec_pid = recv(parent, "child")["pid"]
         finally:
             _reap(pid)
@@ -175,27 +177,20 @@ def spawn_exec(state: ContainerState, status: str, process: dict, *,
             raise ChildFailed(json.loads(raw).get("message", "exec failed"))
     finally:
         parent.close()
+        birth.close()
         os.close(stub_fd)
         if console is not None:
             console.close()
     return exec_pid
 
 
-def _raise_stage1_report(sock: socket.socket) -> None:
-    """Stage 1 may have failed (and exited, so it could not be moved): raise its report."""
-    sock.settimeout(1.0)
-    try:
-        recv(sock)
-    except (OSError, PeerGone):
-        pass  # nothing more to say than the caller's own error
-
-
 def _exec_stage1(ctx: ExecContext) -> None:
-    """Join the container's namespaces, then, once the runtime has moved us into its
-    cgroup, fork the process that is born inside (pid and time namespaces apply to
-    children only). Joining before the move is safe: we are not dumpable, and no
+    """Join the container's namespaces, then fork the process that is born inside (pid
+    and time namespaces apply to children only) and in the container's cgroup (see
+    kobako.linux.cgroups.birth). Joining first is safe: we are not dumpable, and no
     process of the container can see us (the pid namespace is not ours, only our
-    child's)."""
+    child's). The cgroup namespace is the child's to join: entering the cgroup checks
+    that the source and the target are both inside our cgroup namespace."""
     sys = sc.real()
     use_stdio(ctx.stdio)
     sys.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -207,16 +202,25 @@ def _exec_stage1(ctx: ExecContext) -> None:
     except OSError as err:
         raise RuntimeFailure(f"cannot open the container's namespaces: {err}") from err
     for kind, fd in fds:
+        if kind == "cgroup":
+            ctx.cgroup_ns = fd
+            continue
         sys.setns(fd, NAMESPACES[kind][0])
         os.close(fd)
-    recv(ctx.sock, "go")
-    fork_stage2(ctx.sock, _exec_stage2, ctx)
+    pid = ctx.birth.fork()
+    if pid:
+        send(ctx.sock, "child", pid=pid)
+        os._exit(0)
+    run_child(_exec_stage2, ctx.sock, ctx)
 
 
 def _exec_stage2(ctx: ExecContext) -> None:
     from . import process as proc
 
     sys = sc.real()
+    if ctx.cgroup_ns is not None:
+        sys.setns(ctx.cgroup_ns, sc.CLONE_NEWCGROUP)
+        os.close(ctx.cgroup_ns)
     process = ctx.process
     os.setsid()
     if process.get("terminal"):
