@@ -128,6 +128,7 @@ def _preload() -> None:
 
     from kobako.engine import logs, monitor  # noqa: F401
     from kobako.linux import capabilities, cgroups, seccomp  # noqa: F401
+    from kobako.linux.cgroups import birth  # noqa: F401
     from kobako.runtime import console, container, exec, init, process, rootfs, spec  # noqa: F401
 
     seccomp.available()  # loads libseccomp now, not in each start

@@ -95,32 +95,24 @@ def _write(path: str, fd: int, text: str) -> None:
         raise CgroupError(f"write {text!r} to {path}: {err.strerror}", path, err.errno) from None
 
 
-_API: ctypes.PyDLL | None = None
-
-
-def _api() -> ctypes.PyDLL:
-    """libc and Python's own API from one PyDLL: the GIL stays held across the clone,
-    as in os.fork."""
-    global _API
-    if _API is None:
-        _API = ctypes.PyDLL(None, use_errno=True)
-        _API.syscall.restype = ctypes.c_long
-    return _API
+# libc and Python's own API through one PyDLL: the GIL stays held across the clone, as in
+# os.fork
+_API = ctypes.PyDLL(None, use_errno=True)
+_API.syscall.restype = ctypes.c_long
 
 
 def _clone_into(path: str, cgroup_fd: int) -> int | None:
     """clone3(CLONE_INTO_CGROUP) wrapped as os.fork wraps fork(2) (Python's own before and
     after hooks); None when this kernel or its seccomp filter has no clone3 for us."""
-    api = _api()
     args = _CloneArgs(flags=_CLONE_INTO_CGROUP, exit_signal=signal.SIGCHLD, cgroup=cgroup_fd)
-    api.PyOS_BeforeFork()
-    pid = api.syscall(ctypes.c_long(_SYS_CLONE3), ctypes.byref(args),
+    _API.PyOS_BeforeFork()
+    pid = _API.syscall(ctypes.c_long(_SYS_CLONE3), ctypes.byref(args),
                       ctypes.c_size_t(ctypes.sizeof(args)))
     if pid == 0:
-        api.PyOS_AfterFork_Child()
+        _API.PyOS_AfterFork_Child()
         return 0
     err = ctypes.get_errno() if pid < 0 else 0
-    api.PyOS_AfterFork_Parent()
+    _API.PyOS_AfterFork_Parent()
     if pid > 0:
         return pid
     if err in _NO_CLONE3:
