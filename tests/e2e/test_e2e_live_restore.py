@@ -67,3 +67,4 @@ def test_a_killed_monitor_is_noticed(daemon):
         assert time.monotonic() < deadline, "the engine never noticed its monitor died"
         time.sleep(0.2)
     assert not os.path.exists(f"/proc/{pid}")  # and the container is really gone
+    assert "the monitor process died" in daemon.log()

@@ -305,3 +305,24 @@ def test_a_relay_that_lets_go_while_we_connect_is_monitor_gone(monkeypatch):
     with pytest.raises(monitor_link.MonitorGone):
         asyncio.run(monitor_link.connect("/nowhere.sock", {"op": "watch"}))
     assert writer.closed
+
+
+def test_what_ends_the_monitor_goes_to_its_log(tmp_path):
+    from kobako.engine import monitor
+
+    log = tmp_path / "monitor.log"
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            ours.close()
+            monitor.serve(theirs, str(log))
+        finally:
+            os._exit(3)
+    theirs.close()
+    ours.send(b"{not json")  # nothing the daemon sends, but it must not vanish unexplained
+    _, status = os.waitpid(pid, 0)
+    ours.close()
+    assert os.waitstatus_to_exitcode(status) == 3
+    text = log.read_text()
+    assert f"kobako-monitor (pid {pid}) failed" in text and "JSONDecodeError" in text, text

@@ -427,7 +427,7 @@ def run(cfg: DaemonConfig) -> None:
         from kobako.engine.monitor_process import MonitorProcess
 
         monitor = MonitorProcess()
-        monitor.start()
+        monitor.start(os.path.join(cfg.exec_root, "monitor.log"))
         stack.callback(monitor.stop)
         pidfile = cfg.effective_pidfile()
         write_pidfile(pidfile)

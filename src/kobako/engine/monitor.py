@@ -450,20 +450,34 @@ def _report_log_error(container_dir: str, relay: Relay | None, message: str) -> 
         pass  # the disk that is full may be this one; the daemon got the message
 
 
-def serve(sock: socket.socket) -> None:
-    """The monitor process's main: called in the forked child, never returns normally."""
+def serve(sock: socket.socket, log_path: str) -> None:
+    """The monitor process's main: called in the forked child, never returns normally.
+    It lets go of the daemon's terminal and log (it outlives the daemon): what would
+    end it goes to its own log file, with a timestamp and the traceback."""
     from kobako.linux import syscalls as sc
 
     os.setsid()
     null = os.open("/dev/null", os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(null, fd)  # let go of the daemon's log and terminal
+    try:
+        log = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    except OSError:
+        log = os.dup(null)
+    for fd, source in ((0, null), (1, null), (2, log)):
+        os.dup2(source, fd)
     os.close(null)
+    os.close(log)
     sc.real().prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
     _set_name("kobako-monitor")
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE):
         signal.signal(signum, signal.SIG_IGN)
-    Monitor(sock).serve()
+    try:
+        Monitor(sock).serve()
+    except BaseException:
+        import traceback
+
+        os.write(2, f"{now_rfc3339()} kobako-monitor (pid {os.getpid()}) failed:\n"
+                    f"{traceback.format_exc()}".encode())
+        raise
 
 
 def _set_name(name: str) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import select
 import signal
@@ -23,6 +24,8 @@ import socket
 import time
 
 MONITOR_EXIT_WAIT = 0.2  # seconds the reaper gives an idle monitor to end with the daemon
+
+log = logging.getLogger("kobakod.monitor")
 
 
 class MonitorError(Exception):
@@ -34,12 +37,15 @@ class MonitorProcess:
 
     def __init__(self) -> None:
         self.pid = 0  # the reaper's
+        self.log_path = ""
         self.sock: socket.socket | None = None
         self._alive_w = -1
         self._next = 0
         self._waiting: dict[int, asyncio.Future] = {}
 
-    def start(self) -> None:
+    def start(self, log_path: str) -> None:
+        """Fork the reaper (and so the monitor); the monitor's own errors go to log_path."""
+        self.log_path = log_path
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         alive_r, alive_w = os.pipe()  # its EOF tells the reaper the daemon is gone
         pid = os.fork()
@@ -51,7 +57,7 @@ class MonitorProcess:
                 from kobako.runtime.process import close_fds_except
 
                 close_fds_except({0, 1, 2, theirs.fileno(), alive_r})
-                _reaper(theirs, alive_r)
+                _reaper(theirs, alive_r, log_path)
             except BaseException:  # noqa: BLE001 - never unwind into the daemon's code
                 code = 1
             finally:
@@ -80,6 +86,8 @@ class MonitorProcess:
                 return
             msg = json.loads(data)
             if msg.get("monitor_died"):
+                log.error("the monitor process died and another was started (why may be "
+                          "in %s)", self.log_path)
                 self._fail_waiting("the monitor process died")
                 continue
             future = self._waiting.pop(msg.get("req"), None)
@@ -135,7 +143,7 @@ def _preload() -> None:
     gc.freeze()  # the monitor and its children share these pages: keep the GC off them
 
 
-def _reaper(sock: socket.socket, alive_r: int) -> None:
+def _reaper(sock: socket.socket, alive_r: int, log_path: str) -> None:
     from kobako.engine import monitor
     from kobako.linux import syscalls as sc
 
@@ -152,7 +160,7 @@ def _reaper(sock: socket.socket, alive_r: int) -> None:
             try:
                 for fd in (alive_r, wake_r, wake_w):
                     os.close(fd)
-                monitor.serve(sock)  # sets up its own SIGCHLD handling
+                monitor.serve(sock, log_path)  # sets up its own SIGCHLD handling
             finally:
                 os._exit(0)
         return pid
