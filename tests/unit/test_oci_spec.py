@@ -16,7 +16,8 @@ from kobako.runtime import spec as runtime_spec
 
 CID = "0123456789abcdef" * 4
 # a host whose cgroups can enforce every limit
-EVERY_LIMIT = SysInfo(**{f.name: True for f in dataclasses.fields(SysInfo) if f.type == "bool"})
+EVERY_LIMIT = SysInfo(**{f.name: True for f in dataclasses.fields(SysInfo) if f.type == "bool"},
+                      cpus="0-3", mems="0")
 
 
 @pytest.fixture
@@ -621,10 +622,42 @@ def test_adapt_host_config():
     ({"Binds": ["a:b:c:d"]}, "invalid volume specification: 'a:b:c:d'"),
     ({"Devices": [{"PathOnHost": "/dev/null", "CgroupPermissions": "rwx"}]},
      "invalid device mode: rwx"),
+    ({"Tmpfs": {"//": ""}}, "destination can't be '/'"),
+    ({"Annotations": {"": "a"}}, "the empty string is not permitted as an annotation key"),
+    ({"CpusetCpus": "abc"}, "Invalid value abc for cpuset cpus: invalid format: abc"),
+    ({"CpusetCpus": "3-1"}, "Invalid value 3-1 for cpuset cpus"),
+    ({"CpusetCpus": "1,99"},
+     "Requested CPUs are not available - requested 1,99, available: 0-3"),
+    ({"CpusetMems": "1"},
+     "Requested memory nodes are not available - requested 1, available: 0"),
 ])
 def test_verify_host_config(host_config, message):
     with pytest.raises(InvalidParameter, match=message):
         oci_spec.verify_host_config(host_config, sysinfo=EVERY_LIMIT)
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"WorkingDir": "rel"}, "it needs to be an absolute path"),
+    ({"Env": [""]}, "invalid environment variable: $"),
+    ({"Env": ["A=1", "=foo"]}, "invalid environment variable: =foo"),
+    ({"StopSignal": "SIGFOO"}, "Invalid signal: SIGFOO"),
+    ({"StopSignal": "0"}, "Invalid signal: 0"),
+    ({"StopSignal": "99"}, "the linux daemon does not support signal 99"),
+    ({"Healthcheck": {"Interval": 100}}, "Interval in Healthcheck cannot be less than 1ms"),
+    ({"Healthcheck": {"Timeout": -1}}, "Timeout in Healthcheck cannot be less than 1ms"),
+    ({"Healthcheck": {"StartInterval": 10}}, "StartInterval in Healthcheck cannot be less"),
+    ({"Healthcheck": {"Retries": -1}}, "Retries in Healthcheck cannot be negative"),
+])
+def test_verify_config(config, message):
+    with pytest.raises(InvalidParameter, match=message):
+        oci_spec.verify_host_config({}, config, sysinfo=EVERY_LIMIT)
+
+
+def test_verify_config_accepts_what_dockerd_accepts():
+    ok = {"Env": ["A=1", "B=", "C"], "StopSignal": "RTMIN+3",
+          "Healthcheck": {"Interval": 10**6, "Timeout": 0, "Retries": 0}}
+    assert oci_spec.verify_host_config({"CpusetCpus": "0-1,3", "CpusetMems": "0"}, ok,
+                                       sysinfo=EVERY_LIMIT) == []
 
 
 def test_verify_host_config_warnings_and_workdir():
@@ -632,8 +665,6 @@ def test_verify_host_config_warnings_and_workdir():
         .startswith("OOM killer is disabled")
     assert oci_spec.verify_host_config({"Memory": 10 << 20, "MemorySwap": -1},
                                        sysinfo=EVERY_LIMIT) == []
-    with pytest.raises(InvalidParameter, match="it needs to be an absolute path"):
-        oci_spec.verify_host_config({}, {"WorkingDir": "rel"}, sysinfo=EVERY_LIMIT)
 
 
 def test_verify_host_config_discards_what_the_host_cannot_limit():

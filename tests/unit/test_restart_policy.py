@@ -35,3 +35,19 @@ def test_back_off_doubles_to_a_minute_and_resets_after_a_good_run():
         delay = next_delay(delay, 0.5)
     assert delay == MAX_DELAY
     assert next_delay(delay, 11) == INITIAL_DELAY
+
+
+def test_policies_dockerd_refuses_and_those_it_takes():
+    problem = RestartPolicy.problem
+    assert problem({"Name": "on-failure", "MaximumRetryCount": -1}) == \
+        "invalid restart policy: maximum retry count cannot be negative"
+    assert problem({"Name": "always", "MaximumRetryCount": 3}) == \
+        "invalid restart policy: maximum retry count can only be used with 'on-failure'"
+    assert problem({"Name": "no", "MaximumRetryCount": -1}).endswith(" and cannot be negative")
+    assert problem({"Name": "bogus"}) == (
+        "invalid restart policy: unknown policy 'bogus'; use one of 'no', 'always', "
+        "'on-failure', or 'unless-stopped'")
+    for ok in (None, {}, {"Name": "", "MaximumRetryCount": 5}, {"Name": "unless-stopped"},
+               {"Name": "on-failure", "MaximumRetryCount": 3}, {"Name": "always",
+                                                                "MaximumRetryCount": 0}):
+        assert problem(ok) is None, ok

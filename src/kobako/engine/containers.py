@@ -439,9 +439,10 @@ class ContainerService(StorageOperations):
         return merged
 
     def _check_host_config(self, host_config: dict) -> None:
+        problem = RestartPolicy.problem(host_config.get("RestartPolicy"))
+        if problem:
+            raise InvalidParameter(problem)
         policy = (host_config.get("RestartPolicy") or {}).get("Name") or "no"
-        if policy not in ("no", "always", "unless-stopped", "on-failure", ""):
-            raise InvalidParameter(f"invalid restart policy '{policy}'")
         if host_config.get("AutoRemove") and policy not in ("no", ""):
             raise InvalidParameter(
                 "can't create 'AutoRemove' container with restart policy")
@@ -1322,12 +1323,12 @@ class ContainerService(StorageOperations):
 # -- helpers ---------------------------------------------------------------------------
 
 def parse_signal(value: str | int) -> int:
-    from kobako.linux.signals import signal_number
+    from kobako.linux.signals import docker_signal
 
     try:
-        return signal_number(value)
-    except ValueError:
-        raise InvalidParameter(f"Invalid signal: {value}") from None
+        return docker_signal(value)
+    except ValueError as err:
+        raise InvalidParameter(str(err)) from None
 
 
 async def _first_set(wanted: asyncio.Event, other: asyncio.Event) -> bool:

@@ -39,6 +39,7 @@ DEFAULT_PATH_ENV = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 DEFAULT_SHM_SIZE = 64 << 20
 INIT_IN_CONTAINER = "/sbin/docker-init"
 LINUX_MIN_MEMORY = 6291456  # dockerd's floor for Memory and MemoryReservation
+HEALTH_MIN_DURATION = 1_000_000  # ns: the shortest healthcheck interval, timeout, period
 
 # daemon/pkg/oci/caps/defaults.go, in Docker's order.
 DEFAULT_CAPABILITIES = [
@@ -251,10 +252,7 @@ def verify_host_config(host_config: dict, config: dict | None = None, *,
             warnings.append(warning)
         hc.update(fields)
 
-    workdir = (config or {}).get("WorkingDir") or ""
-    if workdir and not workdir.startswith("/"):
-        raise InvalidParameter(
-            f"the working directory '{workdir}' is invalid, it needs to be an absolute path")
+    _verify_config(config or {})
     memory = hc.get("Memory") or 0
     if memory and memory < LINUX_MIN_MEMORY:
         raise InvalidParameter("Minimum memory limit allowed is 6MB")
@@ -340,6 +338,8 @@ def verify_host_config(host_config: dict, config: dict | None = None, *,
     discard(info.cpuset, {"CpusetCpus": "", "CpusetMems": ""},
             "Your kernel does not support cpuset or the cgroup is not mounted. "
             "Cpuset discarded.")
+    _verify_cpuset(hc.get("CpusetCpus") or "", info.cpus, "cpus", "CPUs")
+    _verify_cpuset(hc.get("CpusetMems") or "", info.mems, "mems", "memory nodes")
     discard(info.blkio_weight, {"BlkioWeight": 0},
             "Your kernel does not support Block I/O weight or the cgroup is not mounted. "
             "Weight discarded.")
@@ -377,6 +377,9 @@ def verify_host_config(host_config: dict, config: dict | None = None, *,
         raise InvalidParameter(f"invalid cgroup namespace mode: {cgroupns}")
     for dest in hc.get("Tmpfs") or {}:
         _validate_target(dest)
+    if "" in (hc.get("Annotations") or {}):
+        raise InvalidParameter(
+            "invalid Annotations: the empty string is not permitted as an annotation key")
     # The parsers below raise Docker's errors for their fields.
     capabilities_for(hc)
     parse_security_opts(hc.get("SecurityOpt") or [])
@@ -389,6 +392,61 @@ def verify_host_config(host_config: dict, config: dict | None = None, *,
     for mount in hc.get("Mounts") or []:
         parse_mount(mount)
     return warnings
+
+
+def _verify_config(config: dict) -> None:
+    """dockerd's checks of the container's Config (verifyContainerSettings)."""
+    from kobako.linux.signals import docker_signal
+
+    workdir = config.get("WorkingDir") or ""
+    if workdir and not workdir.startswith("/"):
+        raise InvalidParameter(
+            f"the working directory '{workdir}' is invalid, it needs to be an absolute path")
+    if config.get("StopSignal"):
+        try:
+            docker_signal(config["StopSignal"])
+        except ValueError as err:
+            raise InvalidParameter(str(err)) from None
+    for env in config.get("Env") or []:
+        if not str(env).partition("=")[0]:
+            raise InvalidParameter(f"invalid environment variable: {env}")
+    health = config.get("Healthcheck") or {}
+    for field in ("Interval", "Timeout", "StartPeriod", "StartInterval"):
+        if 0 != (health.get(field) or 0) < HEALTH_MIN_DURATION:
+            raise InvalidParameter(f"{field} in Healthcheck cannot be less than 1ms")
+    if (health.get("Retries") or 0) < 0:
+        raise InvalidParameter("Retries in Healthcheck cannot be negative")
+
+
+def _uint_list(text: str, maximum: int = 0) -> set[int]:
+    """dockerd's ParseUintListMaximum: "0-2,4" is {0, 1, 2, 4}."""
+    numbers: set[int] = set()
+    for part in text.split(",") if text else []:
+        low, dash, high = part.partition("-")
+        if not low.isdigit() or dash and not high.isdigit():
+            raise ValueError(f"invalid format: {text}")
+        first, last = int(low), int(high) if dash else int(low)
+        if last < first:
+            raise ValueError(f"invalid format: {text}")
+        if maximum and last > maximum:
+            raise ValueError("value larger than maximum")
+        numbers.update(range(first, last + 1))
+    return numbers
+
+
+def _verify_cpuset(requested: str, available: str, what: str, things: str) -> None:
+    """CpusetCpus/CpusetMems: well formed, and only what the host's root cpuset has."""
+    if not requested:
+        return
+    offered = _uint_list(available)
+    try:
+        # 8192 is Linux's usual most cpus: accept numbers up to it, or more when we have them
+        asked = _uint_list(requested, max(8192, *offered))
+    except ValueError as err:
+        raise InvalidParameter(f"Invalid value {requested} for cpuset {what}: {err}") from None
+    if not asked <= offered:
+        raise InvalidParameter(f"Requested {things} are not available - requested "
+                               f"{requested}, available: {available}")
 
 
 # --- capabilities (daemon/pkg/oci/caps) ----------------------------------------------------
@@ -792,7 +850,7 @@ def _mount_config_error(kind: str, message: str) -> InvalidParameter:
 
 
 def _validate_target(target: str) -> None:
-    if posixpath.normpath(target.replace("\\", "/")) == "/":
+    if posixpath.normpath(target.replace("\\", "/")).lstrip("/") == "":
         raise InvalidParameter("invalid specification: destination can't be '/'")
     if not target.replace("\\", "/").startswith("/"):
         raise InvalidParameter(f"invalid mount path: '{target}' mount path must be absolute")

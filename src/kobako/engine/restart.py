@@ -12,11 +12,30 @@ MAX_DELAY = 60.0
 RESET_AFTER = 10.0  # seconds of running that reset the back-off
 
 
+NAMES = ("no", "always", "on-failure", "unless-stopped")
+
+
 class RestartPolicy:
     def __init__(self, policy: dict | None):
         policy = policy or {}
         self.name = policy.get("Name") or "no"
         self.max_retries = int(policy.get("MaximumRetryCount") or 0)
+
+    @staticmethod
+    def problem(policy: dict | None) -> str | None:
+        """What dockerd (25+) says of a policy it refuses, else None. An empty name is
+        "no" with any count (older clients sent that)."""
+        name, count = (policy or {}).get("Name") or "", (policy or {}).get("MaximumRetryCount")
+        count = count or 0
+        if name == "on-failure" and count < 0:
+            return "invalid restart policy: maximum retry count cannot be negative"
+        if name in ("no", "always", "unless-stopped") and count != 0:
+            return ("invalid restart policy: maximum retry count can only be used with "
+                    "'on-failure'" + (" and cannot be negative" if count < 0 else ""))
+        if name not in ("", *NAMES):
+            return (f"invalid restart policy: unknown policy '{name}'; use one of "
+                    + ", ".join(f"'{n}'" for n in NAMES[:-1]) + f", or '{NAMES[-1]}'")
+        return None
 
     def should_restart(self, exit_code: int, restart_count: int, manually_stopped: bool) -> bool:
         """After an exit: whether to start the container again."""

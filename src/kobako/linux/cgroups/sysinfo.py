@@ -35,6 +35,8 @@ class SysInfo:
     blkio_write_bps_device: bool = False
     blkio_read_iops_device: bool = False
     blkio_write_iops_device: bool = False
+    cpus: str = ""  # the cpus and memory nodes a cpuset may ask for ("0-3")
+    mems: str = ""
 
     def warnings(self) -> list[str]:
         """`docker info`'s warnings for what is missing, as current dockerd words them:
@@ -91,6 +93,8 @@ def _v1(host: Host) -> SysInfo:
         blkio_write_bps_device=has("blkio", "blkio.throttle.write_bps_device"),
         blkio_read_iops_device=has("blkio", "blkio.throttle.read_iops_device"),
         blkio_write_iops_device=has("blkio", "blkio.throttle.write_iops_device"),
+        **_cpuset_lists(host.v1["cpuset"].mountpoint if "cpuset" in host.v1 else None,
+                        "cpuset.effective_cpus", "cpuset.effective_mems"),
     )
 
 
@@ -109,7 +113,24 @@ def _v2(host: Host) -> SysInfo:
         pids_limit="pids" in controllers,
         blkio_weight=io, blkio_weight_device=io, blkio_read_bps_device=io,
         blkio_write_bps_device=io, blkio_read_iops_device=io, blkio_write_iops_device=io,
+        **_cpuset_lists(host.unified.mountpoint, "cpuset.cpus.effective",
+                        "cpuset.mems.effective"),
     )
+
+
+def _cpuset_lists(root: str | None, cpus_file: str, mems_file: str) -> dict[str, str]:
+    """The root cpuset's cpus and mems (as dockerd reads them), else this machine's cpus."""
+    def read(name: str) -> str:
+        try:
+            with open(os.path.join(root or "", name)) as handle:
+                return handle.read().strip()
+        except OSError:
+            return ""
+
+    cpus = read(cpus_file) if root else ""
+    if not cpus:
+        cpus = ",".join(str(cpu) for cpu in sorted(os.sched_getaffinity(0)))
+    return {"cpus": cpus, "mems": (read(mems_file) if root else "") or "0"}
 
 
 _probed: SysInfo | None = None
