@@ -266,3 +266,49 @@ def test_attach_over_a_websocket(engine):
     assert b"got:hello" in asyncio.run(talk())
     assert engine.run("wait", "kbt-ws", check=True).stdout.strip() == "0"
     engine.run("rm", "kbt-ws", check=True)
+
+
+def test_ps_filters_as_dockerd(engine):
+    engine.run("volume", "create", "kbt-fvol", check=True)
+    engine.run("create", "--name", "kbt-fpub", "-p", "127.0.0.1::8080", "--expose", "9000",
+               "-v", "kbt-fvol:/data", "busybox", "true", check=True)
+    engine.run("create", "--name", "kbt-fnone", "--network", "none", "busybox", "true",
+               check=True)
+    try:
+        def names(*filters: str) -> set[str]:
+            args = [arg for f in filters for arg in ("--filter", f)]
+            out = engine.run("ps", "-a", "--format", "{{.Names}}", *args, check=True).stdout
+            return {name for name in out.split() if name.startswith("kbt-f")}
+
+        assert names("publish=8080") == {"kbt-fpub"}
+        assert names("publish=8000-8090/tcp") == {"kbt-fpub"}
+        assert names("publish=8080/udp") == set()
+        assert names("expose=9000") == {"kbt-fpub"} == names("expose=8080")
+        assert names("volume=kbt-fvol") == {"kbt-fpub"} == names("volume=/data")
+        assert names("network=none") == {"kbt-fnone"}
+        assert names("health=none") == {"kbt-fpub", "kbt-fnone"}
+        assert names("is-task=true") == set()
+        assert names("status=created", "name=kbt-fnone") == {"kbt-fnone"}
+        for bad, message in (("bogus=1", "invalid filter 'bogus'"),
+                             ("status=bogus", "Unrecognised filter value for status: bogus"),
+                             ("publish=1:2", "should not contain ':'")):
+            result = engine.run("ps", "--filter", bad)
+            assert result.returncode != 0 and message in result.stderr, result.stderr
+    finally:
+        engine.run("rm", "-f", "kbt-fpub", "kbt-fnone", check=True)
+        engine.run("volume", "rm", "kbt-fvol", check=True)
+
+
+def test_rename_errors_and_a_signal_to_a_paused_container(engine):
+    engine.run("run", "-d", "--name", "kbt-paused", "busybox", "sh", "-c",
+               "trap 'echo got TERM; exit 7' TERM; while true; do sleep 0.1; done", check=True)
+    try:
+        same = engine.run("rename", "kbt-paused", "kbt-paused")
+        assert same.returncode != 0 and "with the same name as its current name" in same.stderr
+        engine.run("pause", "kbt-paused", check=True)
+        # as dockerd: a stop signal to a paused container unpauses it, so it is acted on
+        engine.run("kill", "-s", "TERM", "kbt-paused", check=True)
+        assert engine.run("wait", "kbt-paused", check=True).stdout.strip() == "7"
+        assert "got TERM" in engine.run("logs", "kbt-paused", check=True).stdout
+    finally:
+        engine.run("rm", "-f", "kbt-paused", check=True)

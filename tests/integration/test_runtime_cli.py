@@ -171,6 +171,22 @@ def test_exec_with_env_cwd_and_user(rt, bundle):
     rt.delete(container_id)
 
 
+def _ignored_and_blocked(status: str) -> list[str]:
+    return [line.split()[1] for line in status.splitlines()
+            if line.startswith(("SigIgn:", "SigBlk:"))]
+
+
+def test_container_processes_start_with_default_signals(rt, bundle):
+    # our Python ignores SIGPIPE and SIGXFSZ, the monitor SIGTERM and more: none of that
+    # may reach the container (a shell there could not trap TERM)
+    container_id, pid = rt.start_detached(bundle.args("sleep", "60"))
+    with open(f"/proc/{pid}/status") as f:
+        assert _ignored_and_blocked(f.read()) == ["0" * 16] * 2
+    out = rt("exec", container_id, "cat", "/proc/self/status").stdout
+    assert _ignored_and_blocked(out) == ["0" * 16] * 2
+    rt.delete(container_id)
+
+
 def test_exec_with_a_process_file(rt, bundle, tmp_path):
     container_id, _ = rt.start_detached(bundle.args("sleep", "60"))
     process = {

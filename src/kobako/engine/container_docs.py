@@ -78,13 +78,6 @@ def summary_ports(doc: dict) -> list[dict]:
     return ports
 
 
-def label_matches(labels: dict, spec: str) -> bool:
-    key, sep, value = spec.partition("=")
-    if key not in labels:
-        return False
-    return not sep or labels[key] == value
-
-
 def parse_time(text: str) -> float:
     import calendar
 

@@ -21,14 +21,13 @@ import re
 import secrets
 import signal as signal_module
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from kobako.engine import monitor_link
 from kobako.engine.container_docs import (
     ZERO_TIME,
     host_config_defaults,
     human_status,
-    label_matches,
     network_settings,
     parse_time,
     summary_ports,
@@ -42,6 +41,7 @@ from kobako.engine.errors import (
     NotFound,
     NotModified,
 )
+from kobako.engine.filters import check_filters, label_matches, labels_match, port_keys
 from kobako.engine.monitor import EXIT_FILE, MONITOR_FILE
 from kobako.engine.monitor_process import MonitorError
 from kobako.engine.restart import RestartPolicy, next_delay
@@ -910,6 +910,10 @@ class ContainerService(StorageOperations):
         Lifecycle.check_running(c)
         await self._signal(c, sig, all_processes=sig == signal_module.SIGKILL)
         self._event(c, "kill", {"signal": str(sig)})
+        stop_signal = c.doc["Config"].get("StopSignal")
+        if c.state.get("Paused") and sig != signal_module.SIGKILL and (
+                not stop_signal or parse_signal(stop_signal) == sig):
+            await self.unpause(c.id)  # as dockerd: the signal that stops it is acted on
         if sig == signal_module.SIGKILL:
             # as dockerd: a kill is done once the container is (clients inspect or
             # remove it right after)
@@ -1046,10 +1050,11 @@ class ContainerService(StorageOperations):
                    filters: Mapping[str, list[str]]) -> list[dict]:
         containers = sorted(self.containers.values(), key=lambda c: c.doc["Created"],
                             reverse=True)
-        filters = filters or {}
+        filters = {key: values for key, values in (filters or {}).items() if values}
+        match = self._matcher(filters)
         if not all and not any(k in filters for k in ("status", "exited")):
             containers = [c for c in containers if c.state.get("Running")]  # and restarting
-        result = [c for c in containers if self._matches(c, filters)]
+        result = [c for c in containers if match(c)]
         if limit is not None and limit > 0:
             result = result[:limit]
         summaries = [(c, self._summary(c)) for c in result]
@@ -1074,31 +1079,58 @@ class ContainerService(StorageOperations):
 
         await asyncio.to_thread(measure)
 
-    def _matches(self, c: Container, filters: Mapping[str, list[str]]) -> bool:
-        for key, values in filters.items():
-            if not values:
-                continue
-            if key == "status" and c.state["Status"] not in values:
+    def _matcher(self, filters: Mapping[str, list[str]]) -> Callable[[Container], bool]:
+        """`docker ps --filter`, checked as dockerd checks it (daemon/list.go)."""
+        check_filters(filters, _LIST_FILTERS)
+        for key, valid in (("status", _STATES), ("health", _HEALTH)):
+            for value in filters.get(key, []):
+                if value not in valid:
+                    raise InvalidParameter(f"Unrecognised filter value for {key}: {value}")
+        for value in filters.get("exited", []):
+            if not re.fullmatch(r"[+-]?\d+", value):
+                raise InvalidParameter(f'strconv.Atoi: parsing "{value}": invalid syntax')
+        for value in filters.get("is-task", []):
+            if value not in ("true", "false"):
+                raise InvalidParameter(f"Invalid filter 'is-task={value}'")
+        publish = port_keys("publish", filters.get("publish", []))
+        expose = port_keys("expose", filters.get("expose", []))
+        before = self.get(filters["before"][0]).doc["Created"] if "before" in filters else None
+        since = self.get(filters["since"][0]).doc["Created"] if "since" in filters else None
+        exited = {int(value) for value in filters.get("exited", [])}
+
+        def match(c: Container) -> bool:
+            config, hc = c.doc["Config"], c.doc["HostConfig"]
+            labels = config.get("Labels") or {}
+            health = (c.state.get("Health") or {}).get("Status") or "none"
+            mounts = c.doc.get("Mounts") or []
+            networks = (c.doc.get("NetworkSettings") or {}).get("Networks") or {}
+            checks = {
+                "status": lambda v: c.state["Status"] == v,
+                "health": lambda v: health == v,
+                "id": lambda v: c.id.startswith(v),
+                "name": lambda v: re.search(v.lstrip("/"), c.name) is not None,
+                "ancestor": lambda v: self._ancestor(c, v),
+                "volume": lambda v: any(v in (m.get("Name"), m.get("Source"),
+                                              m.get("Destination")) for m in mounts),
+                "network": lambda v: v in networks or any(
+                    (n or {}).get("NetworkID", "").startswith(v) for n in networks.values()),
+                "is-task": lambda v: ("com.docker.swarm.task" in labels) == (v == "true"),
+            }
+            if not all(any(map(checks[key], filters[key])) for key in checks if key in filters):
                 return False
-            if key == "id" and not any(c.id.startswith(v) for v in values):
+            if not all(label_matches(labels, v) for v in filters.get("label", [])):
                 return False
-            if key == "name" and not any(re.search(v.lstrip("/"), c.name) for v in values):
+            if exited and (c.running or c.state["Status"] != "exited"
+                           or c.state["ExitCode"] not in exited):
                 return False
-            if key == "exited" and (c.running or c.state["Status"] != "exited"
-                                    or str(c.state["ExitCode"]) not in values):
+            if publish and not publish & set(hc.get("PortBindings") or {}):
                 return False
-            if key == "label" and not all(label_matches(c.doc["Config"].get("Labels") or {}, v)
-                                          for v in values):
+            if expose and not expose & set(config.get("ExposedPorts") or {}):
                 return False
-            if key == "ancestor" and not any(self._ancestor(c, v) for v in values):
-                return False
-            if key in ("before", "since"):
-                other = self.get(values[0])
-                if key == "before" and not c.doc["Created"] < other.doc["Created"]:
-                    return False
-                if key == "since" and not c.doc["Created"] > other.doc["Created"]:
-                    return False
-        return True
+            return ((before is None or c.doc["Created"] < before)
+                    and (since is None or c.doc["Created"] > since))
+
+        return match
 
     def _ancestor(self, c: Container, ref: str) -> bool:
         if c.doc["Config"].get("Image") == ref or c.doc["Image"].startswith(ref):
@@ -1143,7 +1175,11 @@ class ContainerService(StorageOperations):
     async def rename(self, ref: str, new_name: str) -> None:
         c = self.get(ref)
         new_name = (new_name or "").lstrip("/")
-        if not _NAME.match(new_name or ""):
+        if not new_name:
+            raise InvalidParameter("Neither old nor new names may be empty")
+        if new_name == c.name:
+            raise InvalidParameter("Renaming a container with the same name as its current name")
+        if not _NAME.match(new_name):
             raise InvalidParameter(f"Invalid container name ({new_name}), only "
                                    "[a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
         for other in self.containers.values():
@@ -1158,21 +1194,19 @@ class ContainerService(StorageOperations):
 
     async def prune(self, filters: Mapping[str, list[str]]) -> dict:
         from kobako.engine.disk_usage import directory_size
+        from kobako.engine.events import parse_timestamp
 
+        filters = filters or {}
+        check_filters(filters, ("until", "label", "label!"))
+        limit = parse_timestamp((filters.get("until") or [None])[0])
         deleted, reclaimed = [], 0
         for c in list(self.containers.values()):
             if c.state.get("Running"):  # restarting ones too, as dockerd
                 continue
-            labels = c.doc["Config"].get("Labels") or {}
-            if not all(label_matches(labels, v) for v in (filters or {}).get("label", [])):
+            if not labels_match(c.doc["Config"].get("Labels") or {}, filters):
                 continue
-            until = (filters or {}).get("until")
-            if until:
-                from kobako.engine.events import parse_timestamp
-
-                limit = parse_timestamp(until[0])
-                if limit is not None and parse_time(c.doc["Created"]) > limit:
-                    continue
+            if limit is not None and parse_time(c.doc["Created"]) > limit:
+                continue
             upper = (c.private.get("rootfs") or {}).get("upper")
             size = await asyncio.to_thread(directory_size, upper) if upper else 0
             try:
@@ -1321,6 +1355,12 @@ class ContainerService(StorageOperations):
 
 
 # -- helpers ---------------------------------------------------------------------------
+
+_LIST_FILTERS = ("ancestor", "before", "exited", "id", "label", "name", "status", "health",
+                 "since", "volume", "network", "is-task", "publish", "expose")
+_STATES = ("created", "restarting", "running", "removing", "paused", "exited", "dead")
+_HEALTH = ("starting", "healthy", "unhealthy", "none")
+
 
 def parse_signal(value: str | int) -> int:
     from kobako.linux.signals import docker_signal

@@ -41,6 +41,7 @@ from typing import Any
 
 from kobako.engine import oci_spec
 from kobako.engine.errors import Conflict, EngineError, InvalidParameter, NotFound
+from kobako.engine.filters import check_filters, label_matches, labels_match
 from kobako.engine.state import migrate
 from kobako.linux.mountpoints import is_mountpoint
 
@@ -125,19 +126,6 @@ def check_options(options: Mapping[str, str]) -> None:
             for other in needed:
                 if other not in options:
                     raise InvalidParameter(f'missing required option: "{other}"')
-
-
-def _label_matches(labels: Mapping[str, str], spec: str) -> bool:
-    key, sep, value = spec.partition("=")
-    if key not in labels:
-        return False
-    return not sep or labels[key] == value
-
-
-def _check_filters(filters: Mapping[str, list[str]], allowed: tuple[str, ...]) -> None:
-    for key in filters:
-        if key not in allowed:
-            raise InvalidParameter(f"invalid filter '{key}'")
 
 
 class VolumeService:
@@ -281,7 +269,7 @@ class VolumeService:
 
     async def list(self, filters: Mapping[str, list[str]] | None = None) -> dict[str, Any]:
         filters = filters or {}
-        _check_filters(filters, _LIST_FILTERS)
+        check_filters(filters, _LIST_FILTERS)
         with self.lock:
             volumes, refs = self._all(), self._all_refs()
         result = []
@@ -305,7 +293,7 @@ class VolumeService:
         drivers = filters.get("driver", [])
         if drivers and v.driver not in drivers:
             return False
-        return all(_label_matches(v.labels, spec) for spec in filters.get("label", []))
+        return all(label_matches(v.labels, spec) for spec in filters.get("label", []))
 
     async def remove(self, name: str, force: bool = False) -> None:
         try:
@@ -346,7 +334,7 @@ class VolumeService:
 
     async def prune(self, filters: Mapping[str, list[str]] | None = None) -> dict[str, Any]:
         filters = filters or {}
-        _check_filters(filters, _PRUNE_FILTERS)
+        check_filters(filters, _PRUNE_FILTERS)
         everything = False
         for value in filters.get("all", []):
             flag = _truthy(value)
@@ -359,9 +347,7 @@ class VolumeService:
         for v in volumes:
             if refs.get(v.name) or (not everything and not v.anonymous):
                 continue
-            if not all(_label_matches(v.labels, s) for s in filters.get("label", [])):
-                continue
-            if any(_label_matches(v.labels, s) for s in filters.get("label!", [])):
+            if not labels_match(v.labels, filters):
                 continue
             size = await asyncio.to_thread(_du, self.mountpoint(v.name))
             try:

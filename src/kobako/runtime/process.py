@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import resource
+import signal
 import stat
 
 from kobako.linux import syscalls as sc
@@ -167,6 +168,8 @@ def finalize_and_exec(process: dict, seccomp_filter, stub_fd: int, sys: sc.Sysca
     """Apply user, capabilities, no_new_privs and seccomp, then exec. Never returns."""
     from kobako.linux import capabilities
 
+    default_signals()
+
     caps = process.get("capabilities")
     nnp = bool(process.get("noNewPrivileges"))
     if caps is not None:
@@ -184,6 +187,21 @@ def finalize_and_exec(process: dict, seccomp_filter, stub_fd: int, sys: sc.Sysca
         _load_seccomp(seccomp_filter)
     args = process["args"]
     os.execve(stub_fd, ["kobako-stub", executable, *args], env)
+
+
+def default_signals() -> None:
+    """The container's program starts with every signal at its default action and none
+    blocked, as under runc. An ignored signal survives execve: without this, what our
+    Python (SIGPIPE, SIGXFSZ) or the monitor (SIGTERM, SIGINT, SIGHUP) ignores would be
+    ignored in the container too, and a shell there could not even trap SIGTERM."""
+    for number in signal.valid_signals():
+        if number in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        try:
+            signal.signal(number, signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass  # libc's own real-time signals
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
 
 
 def _load_seccomp(compiled) -> None:
