@@ -290,7 +290,7 @@ def test_ps_filters_as_dockerd(engine):
         assert names("is-task=true") == set()
         assert names("status=created", "name=kbt-fnone") == {"kbt-fnone"}
         for bad, message in (("bogus=1", "invalid filter 'bogus'"),
-                             ("status=bogus", "Unrecognised filter value for status: bogus"),
+                             ("status=bogus", "invalid filter 'status=bogus'"),
                              ("publish=1:2", "should not contain ':'")):
             result = engine.run("ps", "--filter", bad)
             assert result.returncode != 0 and message in result.stderr, result.stderr
@@ -305,6 +305,10 @@ def test_rename_errors_and_a_signal_to_a_paused_container(engine):
     try:
         same = engine.run("rename", "kbt-paused", "kbt-paused")
         assert same.returncode != 0 and "with the same name as its current name" in same.stderr
+        bad = engine.run("rename", "kbt-paused", "bad/name")
+        assert "Error when allocating new name: Invalid container name (/bad/name)" in bad.stderr
+        bad = engine.run("create", "--name", "bad/name", "busybox")
+        assert bad.returncode != 0 and "Invalid container name (bad/name)" in bad.stderr
         engine.run("pause", "kbt-paused", check=True)
         # as dockerd: a stop signal to a paused container unpauses it, so it is acted on
         engine.run("kill", "-s", "TERM", "kbt-paused", check=True)

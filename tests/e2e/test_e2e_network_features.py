@@ -273,6 +273,8 @@ def test_list_inspect_rm_prune_with_filters(engine):
         assert names("name=kbf-l") == {"kbf-l2", "kbf-l3"}
         builtin = engine.docker("network", "rm", "bridge", check=False)
         assert builtin.returncode != 0 and b"pre-defined" in builtin.stderr
+        taken = engine.docker("network", "create", "none", check=False)
+        assert b"operation is not permitted on predefined none network" in taken.stderr
         missing = engine.docker("network", "inspect", "kbf-nonesuch", check=False)
         assert missing.returncode != 0 and b"not found" in missing.stderr
         run(engine, "rm", "-f", "kbf-user")

@@ -601,6 +601,10 @@ def test_adapt_host_config():
     assert hc["IpcMode"] == "private" and hc["CgroupnsMode"] == "private"
     assert hc["OomKillDisable"] is False
     assert oci_spec.adapt_host_config({"Privileged": True}, "v1")["CgroupnsMode"] == "host"
+    # inspect shows what will be masked, as dockerd's does; privileged ones have none
+    assert "/proc/kcore" in hc["MaskedPaths"] and "/proc/sys" in hc["ReadonlyPaths"]
+    assert oci_spec.adapt_host_config({"Privileged": True}).get("MaskedPaths") is None
+    assert oci_spec.adapt_host_config({"MaskedPaths": []})["MaskedPaths"] == []
 
 
 @pytest.mark.parametrize("host_config, message", [
@@ -623,6 +627,9 @@ def test_adapt_host_config():
     ({"Devices": [{"PathOnHost": "/dev/null", "CgroupPermissions": "rwx"}]},
      "invalid device mode: rwx"),
     ({"Tmpfs": {"//": ""}}, "destination can't be '/'"),
+    ({"CapDrop": ["bogus"]}, 'invalid CapDrop: unknown capability: "CAP_BOGUS"'),
+    ({"PortBindings": {"80/tcp": [{"HostPort": "abc"}]}}, 'invalid port specification: "abc"'),
+    ({"PortBindings": {"x/tcp": []}}, 'invalid port specification: "x"'),
     ({"Annotations": {"": "a"}}, "the empty string is not permitted as an annotation key"),
     ({"CpusetCpus": "abc"}, "Invalid value abc for cpuset cpus: invalid format: abc"),
     ({"CpusetCpus": "3-1"}, "Invalid value 3-1 for cpuset cpus"),

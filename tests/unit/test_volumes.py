@@ -271,6 +271,9 @@ def test_extract_into_dir_stays_inside(root, tmp_path):
     with pytest.raises(InvalidParameter, match="cannot overwrite directory"):
         archive.extract_tar(root, "/dir", _tar({"sub": b"file now"}), "c",
                             no_overwrite_dir_non_dir=True)
+    archive.extract_tar(root, "/dir", io.BytesIO(b""), "c")  # no bytes: an empty archive
+    with pytest.raises(InvalidParameter, match="invalid tar"):
+        archive.extract_tar(root, "/dir", io.BytesIO(b"x" * 10), "c")
 
 
 def test_thread_stream_reports_errors_before_and_after_the_head():

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 from typing import Any
 
 from kobako.api.context import ctx
@@ -38,7 +37,6 @@ from kobako.engine.events import parse_timestamp
 
 log = logging.getLogger("kobako.api.containers")
 
-_NAME_RE = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 
 
 def _ref(request: Request) -> str:
@@ -48,9 +46,6 @@ def _ref(request: Request) -> str:
 async def create(request: Request) -> Response:
     svc = ctx(request).containers
     name = str_param(request, "name") or None
-    if name is not None and not _NAME_RE.match(name):
-        raise BadRequest(
-            f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
     body = await json_body(request, allow_empty=False)
     host_config = body.pop("HostConfig", None) or {}
     networking = body.pop("NetworkingConfig", None) or {}
@@ -298,11 +293,7 @@ async def top(request: Request) -> Response:
 
 
 async def rename(request: Request) -> Response:
-    name = str_param(request, "name")
-    if not name or not _NAME_RE.match(name):
-        raise BadRequest(f"Invalid container name ({name or ''}), only "
-                         "[a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
-    await ctx(request).containers.rename(_ref(request), name.lstrip("/"))
+    await ctx(request).containers.rename(_ref(request), str_param(request, "name") or "")
     return Response(status=204)
 
 

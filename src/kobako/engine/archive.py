@@ -348,6 +348,9 @@ def extract_tar(root_fd: int, path: str, stream: BinaryIO, container: str, *,
     try:
         with tarfile.open(fileobj=stream, mode="r|*", bufsize=_BUF) as tf:
             unpacker.apply(tf)
+    except tarfile.ReadError as err:
+        if str(err) != "empty file":  # no bytes at all: an empty archive, as Go reads it
+            raise InvalidParameter(f"invalid tar: {err}") from None
     except tarfile.TarError as err:
         raise InvalidParameter(f"invalid tar: {err}") from None
     except UnsafeArchive as err:

@@ -30,7 +30,7 @@ def host_config_defaults(host_config: dict) -> dict:
         "MemoryReservation": 0, "MemorySwap": 0, "MemorySwappiness": None,
         "OomKillDisable": False, "PidsLimit": None, "Ulimits": None, "CpuCount": 0,
         "CpuPercent": 0, "IOMaximumIOps": 0, "IOMaximumBandwidth": 0,
-        "MaskedPaths": None, "ReadonlyPaths": None,
+        "MaskedPaths": None, "ReadonlyPaths": None, "ConsoleSize": [0, 0],
     }
     doc.update({k: v for k, v in host_config.items() if v is not None})
     doc["Runtime"] = doc.get("Runtime") or "kobako-runtime"

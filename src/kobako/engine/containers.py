@@ -420,8 +420,8 @@ class ContainerService(StorageOperations):
 
         try:
             image_id = self.images.resolve(ref)
-        except ImageNotFound:
-            raise NotFound(f"No such image: {ref}") from None
+        except ImageNotFound as err:
+            raise NotFound(str(err)) from None  # "No such image: busybox:latest", as dockerd
         return image_id, (self.images.config(image_id).get("config") or {})
 
     def _merge_config(self, config: dict, image_config: dict) -> dict:
@@ -1082,16 +1082,13 @@ class ContainerService(StorageOperations):
     def _matcher(self, filters: Mapping[str, list[str]]) -> Callable[[Container], bool]:
         """`docker ps --filter`, checked as dockerd checks it (daemon/list.go)."""
         check_filters(filters, _LIST_FILTERS)
-        for key, valid in (("status", _STATES), ("health", _HEALTH)):
-            for value in filters.get(key, []):
-                if value not in valid:
-                    raise InvalidParameter(f"Unrecognised filter value for {key}: {value}")
+        for key, valid in (("status", _STATES), ("health", _HEALTH),
+                           ("is-task", ("true", "false"))):
+            if any(value not in valid for value in filters.get(key, [])):
+                raise InvalidParameter(f"invalid filter '{key}={','.join(filters[key])}'")
         for value in filters.get("exited", []):
             if not re.fullmatch(r"[+-]?\d+", value):
                 raise InvalidParameter(f'strconv.Atoi: parsing "{value}": invalid syntax')
-        for value in filters.get("is-task", []):
-            if value not in ("true", "false"):
-                raise InvalidParameter(f"Invalid filter 'is-task={value}'")
         publish = port_keys("publish", filters.get("publish", []))
         expose = port_keys("expose", filters.get("expose", []))
         before = self.get(filters["before"][0]).doc["Created"] if "before" in filters else None
@@ -1180,13 +1177,14 @@ class ContainerService(StorageOperations):
         if new_name == c.name:
             raise InvalidParameter("Renaming a container with the same name as its current name")
         if not _NAME.match(new_name):
-            raise InvalidParameter(f"Invalid container name ({new_name}), only "
-                                   "[a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+            raise InvalidParameter(f"Error when allocating new name: Invalid container name "
+                                   f"(/{new_name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
         for other in self.containers.values():
             if other.name == new_name and other is not c:
-                raise Conflict(f'Conflict. The container name "/{new_name}" is already in use '
-                               f'by container "{other.id}". You have to remove (or rename) that '
-                               "container to be able to reuse that name.")
+                raise Conflict(f'Error when allocating new name: Conflict. The container name '
+                               f'"/{new_name}" is already in use by container "{other.id}". You '
+                               "have to remove (or rename) that container to be able to reuse "
+                               "that name.")
         old = c.name
         c.doc["Name"] = "/" + new_name
         self.store.update(c.doc)

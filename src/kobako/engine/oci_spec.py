@@ -31,6 +31,8 @@ from kobako.engine.errors import EngineError, InvalidParameter, NotImplementedYe
 from kobako.linux import capabilities as caps_mod
 from kobako.linux.cgroups.sysinfo import SysInfo
 from kobako.linux.cgroups.sysinfo import probe as probe_sysinfo
+from kobako.network.errors import InvalidNetworkConfig
+from kobako.network.portmap import check_bindings
 
 log = logging.getLogger(__name__)
 
@@ -222,6 +224,11 @@ def adapt_host_config(host_config: dict, cgroup_mode: str | None = None) -> dict
         hc["CgroupnsMode"] = default_cgroupns_mode(bool(hc.get("Privileged")), cgroup_mode)
     if hc.get("OomKillDisable") is None:
         hc["OomKillDisable"] = False
+    if not hc.get("Privileged"):  # inspect shows what will be masked
+        if hc.get("MaskedPaths") is None:
+            hc["MaskedPaths"] = default_masked_paths()
+        if hc.get("ReadonlyPaths") is None:
+            hc["ReadonlyPaths"] = list(DEFAULT_READONLY_PATHS)
     return hc
 
 
@@ -377,11 +384,19 @@ def verify_host_config(host_config: dict, config: dict | None = None, *,
         raise InvalidParameter(f"invalid cgroup namespace mode: {cgroupns}")
     for dest in hc.get("Tmpfs") or {}:
         _validate_target(dest)
+    try:
+        check_bindings(hc.get("PortBindings"))
+    except InvalidNetworkConfig as err:
+        raise InvalidParameter(str(err)) from None
     if "" in (hc.get("Annotations") or {}):
         raise InvalidParameter(
             "invalid Annotations: the empty string is not permitted as an annotation key")
     # The parsers below raise Docker's errors for their fields.
-    capabilities_for(hc)
+    for field in ("CapAdd", "CapDrop"):
+        try:
+            _normalize_caps(hc.get(field) or [])
+        except InvalidParameter as err:
+            raise InvalidParameter(f"invalid {field}: {err}") from None
     parse_security_opts(hc.get("SecurityOpt") or [])
     rlimits(hc.get("Ulimits") or [])
     device_cgroup_rules(hc.get("DeviceCgroupRules") or [])

@@ -8,10 +8,13 @@ error before the container starts, and no other program can take it meanwhile.
 from __future__ import annotations
 
 import errno
+import re
 import socket
 from dataclasses import dataclass, field
 
 from kobako.network.errors import InvalidNetworkConfig, NetworkConflict
+
+_PORT_SPEC = re.compile(r"\d{1,5}(-\d{1,5})?")
 
 
 @dataclass
@@ -44,6 +47,16 @@ def _host_ports(spec: str) -> list[int]:
     if not 0 <= first <= last < 65536:
         raise InvalidNetworkConfig(f"invalid host port range: {spec!r}")
     return list(range(first, last + 1))
+
+
+def check_bindings(bindings: dict | None) -> None:
+    """dockerd's create-time check: every container port a number (or a range) and every
+    HostPort empty, a number or a range; the message quotes the bad one."""
+    for key, entries in (bindings or {}).items():
+        port = str(key).partition("/")[0]
+        for spec in [port] + [str((e or {}).get("HostPort") or "") for e in entries or []]:
+            if spec and not _PORT_SPEC.fullmatch(spec):
+                raise InvalidNetworkConfig(f'invalid port specification: "{spec}"')
 
 
 def wanted(host_config: dict, exposed: dict | None) -> list[tuple[str, int, str, str]]:

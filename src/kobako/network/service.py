@@ -782,6 +782,8 @@ class NetworkService:
         name = body.get("Name") or ""
         if not isinstance(name, str) or not name.strip() or _BAD_NAME.search(name):
             raise InvalidNetworkConfig(f"invalid network name {name!r}")
+        if name in (*PREDEFINED, "default", "ingress"):  # (dockerd's words, trailing space too)
+            raise Forbidden(f"operation is not permitted on predefined {name} network ")
         driver = body.get("Driver") or "bridge"
         if driver != "bridge":
             if driver in ("host", "null"):
