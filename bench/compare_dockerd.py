@@ -5,15 +5,18 @@ The same probes (capabilities, seccomp, signal dispositions, rlimits, mounts, /d
 masked and read-only paths, users, hostnames, tmpfs, sysctls, exec...) run in a busybox
 container under each engine (bench_engine's daemons: own sockets and roots, --network
 none), and every probe whose normalized output differs is printed as a diff, dockerd's
-side first. Needs Debian's docker.io; expected differences on a cgroup v1 host without
+side first; then bad API requests whose status differs (the API at v1.41, dockerd 20.10's). Needs Debian's docker.io; expected differences on a cgroup v1 host without
 CAP_SYS_RESOURCE: dockerd fails --privileged there, kobako mounts the hybrid cgroup2
 hierarchy and keeps /sys/fs/cgroup read-only, newer Docker's masks (/proc/interrupts).
 
     bench/compare_dockerd.py
 """
 import difflib
+import http.client
+import json
 import os
 import re
+import socket
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -78,6 +81,75 @@ EXEC = {
 }
 
 
+# Bad requests, each answered with a status and a message; {cid} is a running container.
+# Only the status codes are compared: dockerd's wording changes between its versions.
+API = [
+    ("POST", "/containers/create", {"Image": "nosuchimage"}),
+    ("POST", "/containers/create", {"Image": "busybox", "HostConfig": {"Memory": 1}}),
+    ("POST", "/containers/create", {"Image": "busybox", "HostConfig": {"CapAdd": ["BOGUS"]}}),
+    ("POST", "/containers/create", {"Image": "busybox", "HostConfig": {
+        "PortBindings": {"80/tcp": [{"HostPort": "abc"}]}}}),
+    ("POST", "/containers/create", {"Image": "busybox", "Cmd": "notalist"}),
+    ("POST", "/containers/create", {"Image": "busybox", "Env": ["=x"]}),
+    ("POST", "/containers/create", {"Image": "busybox", "HostConfig": {
+        "RestartPolicy": {"Name": "bogus"}}}),
+    ("POST", "/containers/create", "notjson"),
+    ("POST", "/containers/create?name=probe-api", {"Image": "busybox"}),
+    ("POST", "/containers/create?name=bad%2Fname", {"Image": "busybox"}),
+    ("GET", "/containers/nosuch/json", None),
+    ("POST", "/containers/{cid}/start", None),
+    ("POST", "/containers/{cid}/kill?signal=BOGUS", None),
+    ("POST", "/containers/{cid}/kill?signal=0", None),
+    ("GET", "/containers/{cid}/logs", None),
+    ("GET", "/containers/{cid}/archive?path=/nonexist", None),
+    ("POST", "/containers/{cid}/resize?h=a&w=b", None),
+    ("POST", "/containers/{cid}/rename?name=probe-api", None),
+    ("POST", "/containers/{cid}/rename?name=bad%20name", None),
+    ("POST", "/containers/{cid}/exec", {"Cmd": []}),
+    ("POST", "/containers/{cid}/update", {"Memory": 1}),
+    ("POST", "/containers/{cid}/update", {"CpusetCpus": "99"}),
+    ("POST", "/containers/{cid}/unpause", None),
+    ("DELETE", "/containers/{cid}", None),
+    ("GET", "/containers/json?filters=%7B%22bogus%22%3A%5B%22x%22%5D%7D", None),
+    ("GET", "/containers/json?filters=%7B%22status%22%3A%5B%22bogus%22%5D%7D", None),
+    ("GET", "/images/nosuch/json", None),
+    ("DELETE", "/images/busybox", None),
+    ("GET", "/images/json?filters=%7B%22bogus%22%3A%5B%22x%22%5D%7D", None),
+    ("GET", "/volumes/nosuch", None),
+    ("POST", "/volumes/create", {"Name": "bad/name"}),
+    ("GET", "/networks/nosuch", None),
+    ("POST", "/networks/create", {"Name": "none"}),
+    ("POST", "/networks/create", {"Name": "x", "IPAM": {"Config": [{"Subnet": "bad"}]}}),
+    ("GET", "/exec/nosuch/json", None),
+    ("GET", "/nosuch/endpoint", None),
+]
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str):
+        super().__init__("localhost", timeout=30)
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.connect(self.path)
+
+
+def _request(sock: str, method: str, path: str, body: object) -> tuple[int, str]:
+    conn = _UnixConnection(sock)
+    data = body if isinstance(body, str) else json.dumps(body) if body is not None else None
+    conn.request(method, "/v1.41" + path, body=data,
+                 headers={"Content-Type": "application/json"} if data is not None else {})
+    response = conn.getresponse()
+    raw = response.read()
+    conn.close()
+    try:
+        message = json.loads(raw).get("message", "")
+    except (ValueError, AttributeError):
+        message = ""
+    return response.status, normalize(message)
+
+
 def normalize(text: str) -> str:
     text = re.sub(r"[0-9a-f]{64}", "CID", text)
     text = re.sub(r"\b[0-9a-f]{12}\b", "ID", text)
@@ -98,7 +170,12 @@ def run_all(engine: be.Engine, tar: str) -> dict[str, str]:
                   "sleep", "1000")
     out.update({name: probe("exec", *options, "probe-exec", "sh", "-c", script)
                 for name, (options, script) in EXEC.items()})
-    engine.docker("rm", "-f", "probe-exec")
+    cid = engine.docker("inspect", "-f", "{{.Id}}", "probe-exec").stdout.strip()
+    engine.docker("rename", "probe-exec", "probe-api")
+    for method, path, body in API:
+        status, message = _request(engine.sock, method, path.replace("{cid}", cid), body)
+        out[f"{method} {path} {json.dumps(body)[:50]}"] = f"{status} {message}"
+    engine.docker("rm", "-f", "probe-api")
     return out
 
 
@@ -118,6 +195,13 @@ def main() -> int:
                                              (ours.get(name) or "").splitlines(),
                                              "dockerd", "kobako", lineterm="")))
     print(f"{same} of {len(PROBES) + len(EXEC)} probes alike")
+    api_same = 0
+    for name in (key for key in theirs if key not in PROBES and key not in EXEC):
+        if ours.get(name, "").split()[:1] == theirs[name].split()[:1]:
+            api_same += 1
+        else:
+            print(f"===== {name}\n  dockerd: {theirs[name]}\n  kobako:  {ours.get(name)}")
+    print(f"{api_same} of {len(API)} bad requests answered with dockerd's status")
     return be.print_problems(problems)
 
 

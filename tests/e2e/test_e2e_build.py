@@ -190,6 +190,7 @@ def test_hostile_context_is_refused(engine):
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tf.addfile(info, io.BytesIO(data))
+    body.seek(0)
     client = engine.docker_py()
     try:
         with pytest.raises(docker.errors.APIError) as err:

@@ -83,8 +83,8 @@ class Engine(BaseEngine):
         return found
 
     def monitors(self) -> dict[int, str]:
-        """kobako-monitor processes of this daemon -> the file under our data root they
-        hold (their container's log)."""
+        """kobako-monitor processes of this daemon -> the files under our data root they
+        hold (their containers' logs; not their own monitor.log)."""
         found = {}
         base = str(self.daemon.base) + "/"
         for entry in os.listdir("/proc"):
@@ -95,7 +95,7 @@ class Engine(BaseEngine):
                            for fd in os.listdir(f"/proc/{entry}/fd")]
             except OSError:
                 continue
-            held = [t for t in targets if t.startswith(base)]
+            held = [t for t in targets if t.startswith(base) and not t.endswith("/monitor.log")]
             if held:
                 found[int(entry)] = " ".join(held)
         return found

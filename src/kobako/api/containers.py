@@ -143,7 +143,7 @@ async def logs(request: Request) -> StreamResponse:
     svc = ctx(request).containers
     stdout, stderr = bool_param(request, "stdout"), bool_param(request, "stderr")
     if not (stdout or stderr):
-        raise BadRequest("you must choose at least one stream")
+        raise BadRequest("Bad parameters: you must choose at least one stream")
     tty, chunks = await svc.logs(
         _ref(request), follow=bool_param(request, "follow"), stdout=stdout, stderr=stderr,
         since=parse_timestamp(str_param(request, "since")),

@@ -99,7 +99,7 @@ class PathStat:
 
 def _clean(path: str) -> str:
     """An absolute, cleaned container path."""
-    return posixpath.normpath("/" + path)
+    return posixpath.normpath("/" + path.lstrip("/"))  # (normpath keeps a leading "//")
 
 
 def _rel(path: str) -> str:
