@@ -153,6 +153,7 @@ def test_errors_have_docker_status_and_wording(engine):
     missing = engine.run("run", "--rm", "busybox", "/no/such/binary")
     assert missing.returncode == 127
     assert "executable file not found" in missing.stderr or "no such file" in missing.stderr
+    assert "Error waiting for container" not in missing.stderr  # only the start's error
 
     engine.run("run", "-d", "--name", "kbt-err", "busybox", "sleep", "1000", check=True)
     try:
@@ -160,11 +161,27 @@ def test_errors_have_docker_status_and_wording(engine):
         assert clash.returncode != 0 and "already in use" in clash.stderr
         running = engine.run("rm", "kbt-err")
         assert running.returncode != 0 and "cannot remove a running container" in running.stderr
+        user = engine.run("exec", "-u", "nosuch", "kbt-err", "true")
+        assert user.returncode == 126 and "unable to find user nosuch" in user.stdout
+        cwd = engine.run("exec", "-w", "/nonexist", "kbt-err", "pwd")
+        assert 'chdir to cwd ("/nonexist") set in config.json failed: no such file' in cwd.stdout
+        listed = engine.run("ps", "--no-trunc", "--format", "{{.Command}}", "--filter",
+                            "name=kbt-err", check=True).stdout
+        assert listed.strip() == '"sleep 1000"'
     finally:
         engine.run("rm", "-f", "kbt-err", check=True)
     gone = engine.run("kill", "kbt-nope")
     assert gone.returncode != 0
     assert "Error response from daemon: No such container: kbt-nope" in gone.stderr
+    engine.run("create", "--name", "kbt-err", "busybox", "sh", "-c", "echo a b", check=True)
+    try:
+        stopped = engine.run("kill", "kbt-err")
+        assert "Cannot kill container: kbt-err: Container " in stopped.stderr
+        listed = engine.run("ps", "-a", "--no-trunc", "--format", "{{.Command}}", "--filter",
+                            "name=kbt-err", check=True).stdout
+        assert listed.strip() == "\"sh -c 'echo a b'\""  # as dockerd quotes them
+    finally:
+        engine.run("rm", "-f", "kbt-err", check=True)
 
 
 def test_docker_py(engine):

@@ -436,6 +436,8 @@ class ContainerService(StorageOperations):
         }
         merged.update({k: v for k, v in oci_spec.merge_config(config, image_config).items()
                        if v is not None})
+        for key in ("Env", "Volumes"):
+            merged[key] = merged[key] or None  # null when empty, as dockerd shows them
         return merged
 
     def _check_host_config(self, host_config: dict) -> None:
@@ -907,7 +909,10 @@ class ContainerService(StorageOperations):
         sig = parse_signal(signal or "SIGKILL")
         if await self._cancel_restart(c):
             return
-        Lifecycle.check_running(c)
+        try:
+            Lifecycle.check_running(c)
+        except Conflict as err:
+            raise Conflict(f"Cannot kill container: {ref}: {err}") from None
         await self._signal(c, sig, all_processes=sig == signal_module.SIGKILL)
         self._event(c, "kill", {"signal": str(sig)})
         stop_signal = c.doc["Config"].get("StopSignal")
@@ -1029,7 +1034,9 @@ class ContainerService(StorageOperations):
                 if c.exited.is_set():
                     await c.started.wait()
                 await c.exited.wait()
-            error = c.state.get("Error") or None
+            # as dockerd: a removal clears the error (`run --rm` of a command that cannot
+            # start reports only the start's error)
+            error = None if condition == "removed" else c.state.get("Error") or None
             return {"StatusCode": c.state.get("ExitCode", 0),
                     "Error": {"Message": error} if error else None}
 
@@ -1138,7 +1145,9 @@ class ContainerService(StorageOperations):
             return False
 
     def _summary(self, c: Container) -> dict:
-        command = " ".join([c.doc["Path"], *c.doc["Args"]])
+        # dockerd quotes the arguments that hold a space, and only those
+        command = " ".join([c.doc["Path"], *(f"'{arg}'" if " " in arg else arg
+                                             for arg in c.doc["Args"])])
         return {
             "Id": c.id,
             "Names": ["/" + c.name],

@@ -93,7 +93,11 @@ class ExecService:
         container = instance.container
         if not container.running:
             raise Conflict(f"Container {container.id} is not running")
-        process = await asyncio.to_thread(self._process, instance)
+        try:
+            process = await asyncio.to_thread(self._process, instance)
+        except Exception:
+            instance.exit_code = 126  # an unknown user, say: a start failure too
+            raise
         instance.socket = os.path.join(self.containers.sockets, "x" + exec_id[:16] + ".sock")
         config = instance.config
         attach_stdin = bool(config.get("AttachStdin")) and not detach

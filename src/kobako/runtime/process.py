@@ -129,7 +129,9 @@ def enter_cwd(cwd: str) -> None:
     try:
         os.chdir(cwd)
     except OSError as err:
-        raise RuntimeFailure(f"chdir to cwd ({cwd!r}) set in config.json failed: {err.strerror}") from err
+        # runc's words (Go's lowercase errno text)
+        raise RuntimeFailure(f'chdir to cwd ("{cwd}") set in config.json failed: '
+                             f"{(err.strerror or '').lower()}") from err
     try:
         here = os.getcwd()
     except FileNotFoundError:
