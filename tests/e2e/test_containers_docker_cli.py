@@ -289,8 +289,8 @@ def test_ps_filters_as_dockerd(engine):
     engine.run("volume", "create", "kbt-fvol", check=True)
     engine.run("create", "--name", "kbt-fpub", "-p", "127.0.0.1::8080", "--expose", "9000",
                "-v", "kbt-fvol:/data", "busybox", "true", check=True)
-    engine.run("create", "--name", "kbt-fnone", "--network", "none", "busybox", "true",
-               check=True)
+    engine.run("create", "--name", "kbt-fnone", "--network", "none", "--label", "tier=db",
+               "busybox", "true", check=True)
     try:
         def names(*filters: str) -> set[str]:
             args = [arg for f in filters for arg in ("--filter", f)]
@@ -305,7 +305,11 @@ def test_ps_filters_as_dockerd(engine):
         assert names("network=none") == {"kbt-fnone"}
         assert names("health=none") == {"kbt-fpub", "kbt-fnone"}
         assert names("is-task=true") == set()
+        assert names("label=tier") == {"kbt-fnone"} == names("label=tier=db")
+        assert names("label=tier=web") == set()
         assert names("status=created", "name=kbt-fnone") == {"kbt-fnone"}
+        assert names("name=^/?kbt-fp") == {"kbt-fpub"}
+        assert names("name=kbt-f[") == set()  # no regular expression: dockerd matches nothing
         for bad, message in (("bogus=1", "invalid filter 'bogus'"),
                              ("status=bogus", "invalid filter 'status=bogus'"),
                              ("publish=1:2", "should not contain ':'")):

@@ -41,7 +41,7 @@ from kobako.engine.errors import (
     NotFound,
     NotModified,
 )
-from kobako.engine.filters import check_filters, label_matches, labels_match, port_keys
+from kobako.engine.filters import check_filters, labels_match, port_keys
 from kobako.engine.monitor import EXIT_FILE, MONITOR_FILE
 from kobako.engine.monitor_process import MonitorError
 from kobako.engine.restart import RestartPolicy, next_delay
@@ -1112,7 +1112,7 @@ class ContainerService(StorageOperations):
                 "status": lambda v: c.state["Status"] == v,
                 "health": lambda v: health == v,
                 "id": lambda v: c.id.startswith(v),
-                "name": lambda v: re.search(v.lstrip("/"), c.name) is not None,
+                "name": lambda v: _regex_matches(v.lstrip("/"), c.name),
                 "ancestor": lambda v: self._ancestor(c, v),
                 "volume": lambda v: any(v in (m.get("Name"), m.get("Source"),
                                               m.get("Destination")) for m in mounts),
@@ -1122,7 +1122,7 @@ class ContainerService(StorageOperations):
             }
             if not all(any(map(checks[key], filters[key])) for key in checks if key in filters):
                 return False
-            if not all(label_matches(labels, v) for v in filters.get("label", [])):
+            if not labels_match(labels, filters):
                 return False
             if exited and (c.running or c.state["Status"] != "exited"
                            or c.state["ExitCode"] not in exited):
@@ -1362,6 +1362,14 @@ class ContainerService(StorageOperations):
 
 
 # -- helpers ---------------------------------------------------------------------------
+
+def _regex_matches(pattern: str, text: str) -> bool:
+    """dockerd's filter match: a pattern that is no regular expression matches nothing."""
+    try:
+        return re.search(pattern, text) is not None
+    except re.error:
+        return False
+
 
 _LIST_FILTERS = ("ancestor", "before", "exited", "id", "label", "name", "status", "health",
                  "since", "volume", "network", "is-task", "publish", "expose")
