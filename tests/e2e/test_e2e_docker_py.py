@@ -43,6 +43,25 @@ def test_exec_framing_follows_the_start_tty(client):
         container.remove(force=True)
 
 
+def test_stdin_without_a_terminal_is_data_and_an_exec_client_leaving_closes_it(engine,
+                                                                               client):
+    # ctrl-p ctrl-q are detach keys only on a terminal: here they reach the process
+    out = engine.docker("run", "-i", "--rm", "busybox", "od", "-An", "-tx1",
+                        input=b"\x10\x11\n").stdout
+    assert out.split() == [b"10", b"11", b"0a"]
+    container = client.containers.run("busybox", ["sleep", "1000"], detach=True, name=_name())
+    try:
+        exec_id = client.api.exec_create(container.id, ["cat"], stdin=True)["Id"]
+        sock = client.api.exec_start(exec_id, socket=True)
+        wait_until(lambda: client.api.exec_inspect(exec_id)["Running"], 20)
+        sock._sock.close()  # gone, not half-closed: dockerd closes the exec's stdin
+        sock.close()
+        wait_until(lambda: not client.api.exec_inspect(exec_id)["Running"], 20)
+        assert client.api.exec_inspect(exec_id)["ExitCode"] == 0
+    finally:
+        container.remove(force=True)
+
+
 def test_kill_returns_once_the_container_is_dead(client):
     container = client.containers.run("busybox", ["sleep", "1000"], detach=True, name=_name())
     container.kill()

@@ -1,4 +1,5 @@
-"""The kobako CLI's interactive paths through a real pty: run -it, exec -it, detach keys."""
+"""The interactive paths through a real pty (the kobako CLI's, and the docker CLI's
+`run -it` detach): run -it, exec -it, detach keys."""
 
 from __future__ import annotations
 
@@ -11,15 +12,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-from daemon_fixture import KOBAKO
+from daemon_fixture import DOCKER, KOBAKO
 
 
 @contextmanager
-def _spawn(kobakod, *args: str) -> Iterator[tuple[subprocess.Popen, int]]:
-    """`kobako *args` on a new pty: the process and the pty's master end, both ended
-    and closed at the end of the block."""
+def _spawn(kobakod, *args: str, client: str = KOBAKO) -> Iterator[tuple[subprocess.Popen, int]]:
+    """`kobako *args` (or another client's) on a new pty: the process and the pty's
+    master end, both ended and closed at the end of the block."""
     master, slave = pty.openpty()
-    proc = subprocess.Popen([KOBAKO, *args], stdin=slave, stdout=slave, stderr=slave,
+    proc = subprocess.Popen([client, *args], stdin=slave, stdout=slave, stderr=slave,
                             env=kobakod.env(), start_new_session=True)
     os.close(slave)
     try:
@@ -89,3 +90,27 @@ def test_exec_it_and_detach_keys(kobakod, image):
         assert state == b"true\n"
     finally:
         kobakod.kobako("rm", "-f", "kbk-e2e-tty-c", check=False)
+
+
+def test_docker_run_it_detaches_and_the_shell_lives_on(kobakod, image):
+    """`docker run -it` sets StdinOnce: dockerd closes stdin when that client leaves,
+    but never a terminal's, so ctrl-p ctrl-q leaves the shell running."""
+    name = "kbk-e2e-tty-d"
+    try:
+        with _spawn(kobakod, "run", "-it", "--name", name, image, "sh",
+                    client=DOCKER) as (proc, master):
+            assert b"#" in _read_until(master, b"#")
+            os.write(master, b"\x10\x11")  # ctrl-p ctrl-q
+            assert proc.wait(20) == 0
+        time.sleep(0.5)  # a closed stdin would end the shell about now
+        state = kobakod.kobako("inspect", "-f", "{{.State.Running}}", name).stdout
+        assert state == b"true\n"
+        with _spawn(kobakod, "attach", name, client=DOCKER) as (proc, master):
+            deadline = time.monotonic() + 20
+            while b"#" not in _read_until(master, b"#", timeout=0.5):
+                assert time.monotonic() < deadline, "attach never connected"
+                os.write(master, b"\r")
+            os.write(master, b"exit 3\r")
+            assert proc.wait(20) == 3
+    finally:
+        kobakod.kobako("rm", "-f", name, check=False)

@@ -150,25 +150,32 @@ def test_output_reaches_attached_client_then_exit_notice(loop, tmp_path):
     proc.end_output()
 
 
-def test_stdin_from_a_client_reaches_the_process(loop, tmp_path):
-    proc = FakeProcess(loop, str(tmp_path / "p.sock"))
+@pytest.mark.parametrize("stdin_once", [True, False])
+def test_stdin_from_a_client_reaches_the_process(loop, tmp_path, stdin_once):
+    """An empty frame ends the client's input: with StdinOnce that closes the process's
+    stdin (after what came before), without it stdin stays open for the next client."""
+    proc = FakeProcess(loop, str(tmp_path / "p.sock"), stdin_once=stdin_once)
     client = connect(proc.path, {"op": "attach", "stdin": True, "stdout": True})
-    client.sendall(frame(0, b"typed\n") + frame(0, b""))  # an empty frame closes stdin
+    client.sendall(frame(0, b"typed\n") + frame(0, b""))
     got = bytearray()
     os.set_blocking(proc.stdin_r, False)
+    closed = []
 
     def read_stdin() -> bool:
         try:
             chunk = os.read(proc.stdin_r, 100)
         except BlockingIOError:
-            return False
+            return bytes(got) == b"typed\n" and not stdin_once
         if not chunk:
+            closed.append(True)
             return True  # EOF: stdin was closed
         got.extend(chunk)
         return False
 
     run_until(loop, read_stdin)
-    assert bytes(got) == b"typed\n"
+    spin(loop, 0.05)
+    assert bytes(got) == b"typed\n" and bool(closed) == stdin_once
+    assert (proc.relay.stdin_fd is None) == stdin_once
     proc.relay.close()
     proc.end_output()
 
@@ -233,7 +240,7 @@ def test_held_output_waits_for_the_announced_attach(loop, tmp_path):
 
 
 def test_input_the_process_does_not_read_yet_never_blocks_the_monitor(loop, tmp_path):
-    proc = FakeProcess(loop, str(tmp_path / "p.sock"))
+    proc = FakeProcess(loop, str(tmp_path / "p.sock"), stdin_once=True)
     other = FakeProcess(loop, str(tmp_path / "other.sock"))
     writer = connect(proc.path, {"op": "attach", "stdin": True})
     reader = connect(other.path, {"op": "attach", "stdout": True})

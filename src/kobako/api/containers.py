@@ -163,9 +163,12 @@ async def pump(hj: Hijacked, sio: StreamIO, *, stdin: bool, detach_keys: str | N
     """Copy output to the client and the client's input to stdin until one side ends.
 
     Output ended (process exited): close the connection. Detach keys: detach, close.
-    Client half-closed: close stdin, keep sending output. Client gone: stop.
+    Client half-closed: its input ended (the engine closes stdin if the container has
+    StdinOnce), keep sending output. Client gone: stop. As dockerd, on a terminal the
+    end of the client's input ends the attachment, and only there are detach keys
+    looked for: other input is data.
     """
-    scanner = DetachScanner(parse_detach_keys(detach_keys)) if stdin else None
+    scanner = DetachScanner(parse_detach_keys(detach_keys)) if stdin and sio.tty else None
 
     async def copy_out() -> None:
         async for stream, data in sio.output:
@@ -175,16 +178,16 @@ async def pump(hj: Hijacked, sio: StreamIO, *, stdin: bool, detach_keys: str | N
         while True:
             data = await hj.read()
             if data is None:
-                if hj.half_closed:
+                if hj.half_closed and not (stdin and sio.tty):
                     # the client is done sending (the docker CLI half-closes at once when
                     # stdin is not attached): keep streaming output until the process ends
                     if sio.close_stdin is not None:
                         await sio.close_stdin()
                     return "stdin-closed"
                 return "gone"
-            if scanner is None or sio.write_stdin is None:
+            if not stdin or sio.write_stdin is None:
                 continue  # not attached to stdin: discard
-            forward, detached = scanner.feed(data)
+            forward, detached = scanner.feed(data) if scanner else (data, False)
             if forward:
                 await sio.write_stdin(forward)
             if detached:

@@ -385,7 +385,7 @@ class Monitor:
 
         runtime = Runtime(params["runtime_root"], reap_children=self.loop.reap)
         relay = Relay(self.loop, params["socket"], None,
-                      hold_output=params.get("hold_output", True))
+                      hold_output=params.get("hold_output", True), stdin_once=True)
         process = params["process"]
         tty = bool(process.get("terminal"))
         child_fds, console, ours = stdio(tty, params.get("open_stdin", False))

@@ -398,7 +398,7 @@ class Relay:
             if payload:
                 self.write_stdin(payload)
             else:
-                self.close_stdin()
+                self._stdin_ended()
 
     def _stdin_target(self) -> int | None:
         return self.master if self.master is not None else self.stdin_fd
@@ -436,10 +436,13 @@ class Relay:
                 elif client.stdin:
                     self.loop.add_reader(client.sock.fileno(), self._client_reader(client))
 
-    def close_stdin(self) -> None:
-        if self.master is not None:
-            self.write_stdin(b"\x04")  # EOF for a terminal in canonical mode
-        elif self.stdin_pending:
+    def _stdin_ended(self) -> None:
+        """A client's input ended (it half-closed or left). As dockerd's StdinOnce, that
+        closes the process's stdin once it has taken what came before; never a
+        terminal's: a detached shell lives on."""
+        if not self.stdin_once or self.master is not None:
+            return
+        if self.stdin_pending:
             self.stdin_closing = True
         elif self.stdin_fd is not None:
             self._close_stdin_pipe()
@@ -458,7 +461,7 @@ class Relay:
             self.connections.remove(client)
         if client in self.clients:
             self.clients.remove(client)
-            if client.stdin and self.stdin_once:
-                self.close_stdin()
+            if client.stdin:
+                self._stdin_ended()
             self._throttle()
         client.sock.close()
