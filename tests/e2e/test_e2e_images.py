@@ -71,6 +71,18 @@ def test_save_load_round_trip(kobakod, docker_cli, busybox_tar):
     with tarfile.open(path) as tf:
         assert "manifest.json" in tf.getnames()
 
+    def saved_tags(*names: str) -> list:
+        with tarfile.open(fileobj=io.BytesIO(kobakod.docker("save", *names).stdout)) as tf:
+            return [m["RepoTags"] for m in json.load(tf.extractfile("manifest.json"))]
+
+    # as dockerd: a bare name saves every tag of its repository, an ID the image alone
+    assert saved_tags("kbk-e2e/rt") == [["kbk-e2e/rt:1", "kbk-e2e/rt:2"]]
+    assert saved_tags(image_id) == saved_tags(image_id[7:19]) == [None]
+    by_id = kobakod.docker("save", image_id).stdout
+    assert kobakod.docker("load", input=by_id).stdout.decode() == f"Loaded image ID: {image_id}\n"
+    bad = kobakod.docker("load", input=b"abc", check=False)
+    assert bad.returncode == 1 and bad.stderr  # the error came in the 200 stream
+
 
 def test_docker_py_images(kobakod, busybox_tar):
     client = kobakod.docker_py()

@@ -13,7 +13,7 @@ from api_client import serving
 
 from kobako.api.context import Context
 from kobako.engine.config import DaemonConfig
-from kobako.image.errors import AuthError, InvalidReference, NotFound, RegistryError
+from kobako.image.errors import AuthError, InvalidReference, NotFound, RegistryError, UnsafeArchive
 
 
 class FakeImages:
@@ -78,7 +78,11 @@ class FakeImages:
         self.calls.append(("prune", filters))
         return {"ImagesDeleted": [], "SpaceReclaimed": 0}
 
-    def save(self, names, out):
+    def save(self, names, out, ready=None):
+        for n in names:
+            self.inspect(n)  # an unknown name fails before anything is written
+        if ready:
+            ready()
         with tarfile.open(fileobj=out, mode="w|") as tf:
             for n in names:
                 data = (n * 100000).encode()
@@ -88,6 +92,8 @@ class FakeImages:
 
     def load(self, source, progress=None):
         self.loaded = source.read()
+        if self.loaded == b"abc":
+            raise UnsafeArchive("unexpected EOF")
         if progress:
             progress({"status": "Loading layer", "id": "abc"})
             progress({"stream": "Loaded image: busybox:latest\n"})
@@ -254,6 +260,10 @@ def test_load_and_import_from_body(tmp_path):
         assert images.loaded == b"TARBYTES" * 1000
         r = await client.post("/images/load?quiet=1", data=b"x")
         assert lines(await r.text()) == [{"stream": "Loaded image: busybox:latest\n"}]
+        for quiet in ("0", "1"):  # as dockerd: a 200 stream that carries the error
+            r = await client.post(f"/images/load?quiet={quiet}", data=b"abc")
+            assert r.status == 200
+            assert lines(await r.text())[-1]["error"] == "unexpected EOF"
         r = await client.post(
             "/images/create?fromSrc=-&repo=myimg&tag=v2&message=hi"
             "&changes=CMD%20%5B%22sh%22%5D&changes=ENV%20A%3D1", data=b"ROOTFS")

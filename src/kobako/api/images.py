@@ -28,7 +28,8 @@ from kobako.api.errors import BadRequest, message_for
 from kobako.api.http import Request, Response, StreamResponse, json_response
 from kobako.api.params import bool_param, filters_param, str_param
 from kobako.api.streams import JSONStream, stream_tar
-from kobako.engine.errors import NotImplementedYet
+from kobako.engine.errors import EngineError, NotImplementedYet
+from kobako.image.errors import ImageError
 
 log = logging.getLogger("kobako.api.images")
 
@@ -353,13 +354,10 @@ async def _save(request: Request, names: list[str]) -> StreamResponse:
     backend = ctx(request).image_backend()
     if not names:
         raise BadRequest("no image names given")
-    # Resolve every name first, so "no such image" is a 404 rather than a broken tar.
-    for name in names:
-        await asyncio.to_thread(backend.inspect, name)
 
     def work(out: IO[bytes], ready: Callable[[Any], None]) -> None:
-        ready(None)
-        backend.save(names, out)
+        # every name is found before the head goes out: "no such image" is a 404
+        backend.save(names, out, lambda: ready(None))
 
     _, chunks = await thread_stream(work)
     return await stream_tar(request, chunks)
@@ -374,8 +372,10 @@ async def get_many(request: Request) -> StreamResponse:
 
 
 async def load(request: Request) -> StreamResponse:
+    """POST /images/load. As dockerd, a 200 JSON stream whatever happens: an archive that
+    cannot be loaded is an error message in it (docker-py raises ImageLoadError on it)."""
     backend = ctx(request).image_backend()
-    quiet = bool_param(request, "quiet")
+    quiet = bool_param(request, "quiet", default=True)  # dockerd's default
     body = await spool_body(request)
     try:
         # The library returns docker's "Loaded image: ..." lines, and also streams them
@@ -389,6 +389,12 @@ async def load(request: Request) -> StreamResponse:
         else:
             result = await progress_call(
                 request, lambda progress: asyncio.to_thread(backend.load, body, progress))
+    except (ImageError, EngineError) as exc:
+        if request.headers_sent:
+            raise
+        stream = JSONStream(request)
+        await stream.send_error(message_for(exc))
+        return await stream.finish()
     finally:
         body.close()
     ctx(request).events.publish("image", "load", "", {})

@@ -16,10 +16,11 @@ import posixpath
 import shutil
 import tarfile
 import tempfile
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from kobako.image import media
-from kobako.image.errors import InvalidParameter, NotFound, UnsafeArchive
+from kobako.image.errors import InvalidParameter, InvalidReference, NotFound, UnsafeArchive
 from kobako.image.reference import parse as parse_reference
 from kobako.image.store import parse_digest
 
@@ -60,64 +61,56 @@ class _TarOut:
         self.tf.addfile(ti, io.BytesIO(data) if data is not None else src)
 
 
-def save(service: ImageService, names: list[str], out: BinaryIO) -> None:
-    """Write the images `names` (references or IDs) as one docker-archive tar."""
+def save(service: ImageService, names: list[str], out: BinaryIO,
+         ready: Callable[[], None] | None = None) -> None:
+    """Write the images `names` (references or IDs) as one docker-archive tar;
+    `ready()` once every name is found, before anything is written."""
     if not names:
         raise InvalidParameter("no images given to save")
+    chosen = _images_to_save(service, names)
+    if ready:
+        ready()
     tar = _TarOut(out)
     tar.dir("blobs/")
     tar.dir("blobs/sha256/")
     legacy_manifest: list[dict[str, Any]] = []
     repositories: dict[str, dict[str, str]] = {}
     index_entries: list[dict[str, Any]] = []
-    seen: dict[str, dict[str, Any]] = {}
-    for name in names:
-        image_id = service.resolve(name)
-        tags = _tags_to_save(service, name, image_id)
-        if image_id in seen:
-            seen[image_id]["RepoTags"].extend(t for t in tags if t not in seen[image_id]["RepoTags"])
-        else:
-            config_bytes = service.store.read(image_id)
-            layers = service.db.layers(image_id)
-            layer_paths, layer_descs = [], []
-            with tempfile.TemporaryDirectory(dir=service.tmp) as tmpd:
-                for la in layers:
-                    path = f"blobs/sha256/{parse_digest(la.diff_id)[1]}"
-                    size = _write_uncompressed_layer(service, la.blob_digest, la.diff_id,
-                                                     path, tar, tmpd)
-                    layer_paths.append(path)
-                    layer_descs.append({"mediaType": media.OCI_LAYER, "digest": la.diff_id,
-                                        "size": size})
-            config_path = f"blobs/sha256/{parse_digest(image_id)[1]}"
-            tar.file(config_path, config_bytes)
-            manifest = {
-                "schemaVersion": 2,
-                "mediaType": media.OCI_MANIFEST,
-                "config": {"mediaType": media.OCI_CONFIG, "digest": image_id,
-                           "size": len(config_bytes)},
-                "layers": layer_descs,
-            }
-            mbytes = _json_bytes(manifest)
-            mdigest = _sha256(mbytes)
-            tar.file(f"blobs/sha256/{parse_digest(mdigest)[1]}", mbytes)
-            entry = {"Config": config_path, "RepoTags": list(tags), "Layers": layer_paths}
-            seen[image_id] = entry
-            legacy_manifest.append(entry)
-            desc = {"mediaType": media.OCI_MANIFEST, "digest": mdigest, "size": len(mbytes)}
-            if not tags:
-                index_entries.append(dict(desc))
-            seen[image_id]["_desc"] = desc
-            seen[image_id]["_top"] = layers[-1].chain_id if layers else image_id
+    for image_id, tags in chosen.items():
+        config_bytes = service.store.read(image_id)
+        layers = service.db.layers(image_id)
+        layer_paths, layer_descs = [], []
+        with tempfile.TemporaryDirectory(dir=service.tmp) as tmpd:
+            for la in layers:
+                path = f"blobs/sha256/{parse_digest(la.diff_id)[1]}"
+                size = _write_uncompressed_layer(service, la.blob_digest, la.diff_id,
+                                                 path, tar, tmpd)
+                layer_paths.append(path)
+                layer_descs.append({"mediaType": media.OCI_LAYER, "digest": la.diff_id,
+                                    "size": size})
+        config_path = f"blobs/sha256/{parse_digest(image_id)[1]}"
+        tar.file(config_path, config_bytes)
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": media.OCI_MANIFEST,
+            "config": {"mediaType": media.OCI_CONFIG, "digest": image_id,
+                       "size": len(config_bytes)},
+            "layers": layer_descs,
+        }
+        mbytes = _json_bytes(manifest)
+        mdigest = _sha256(mbytes)
+        tar.file(f"blobs/sha256/{parse_digest(mdigest)[1]}", mbytes)
+        legacy_manifest.append({"Config": config_path, "RepoTags": tags or None,
+                                "Layers": layer_paths})
+        desc = {"mediaType": media.OCI_MANIFEST, "digest": mdigest, "size": len(mbytes)}
+        if not tags:
+            index_entries.append(dict(desc))
+        top = layers[-1].chain_id if layers else image_id
         for t in tags:
             ref = parse_reference(t)
-            d = dict(seen[image_id]["_desc"])
-            d["annotations"] = {_NAME_ANNOTATION: str(ref), _REF_ANNOTATION: ref.tag or "latest"}
-            index_entries.append(d)
-            repositories.setdefault(ref.name, {})[ref.tag or "latest"] = parse_digest(
-                seen[image_id]["_top"])[1]
-    for e in legacy_manifest:
-        e.pop("_desc", None)
-        e.pop("_top", None)
+            index_entries.append({**desc, "annotations": {_NAME_ANNOTATION: str(ref),
+                                                          _REF_ANNOTATION: ref.tag}})
+            repositories.setdefault(ref.name, {})[ref.tag] = parse_digest(top)[1]
     tar.file("oci-layout", _json_bytes({"imageLayoutVersion": "1.0.0"}))
     tar.file("index.json", _json_bytes({
         "schemaVersion": 2, "mediaType": media.OCI_INDEX, "manifests": index_entries,
@@ -132,15 +125,37 @@ def _sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def _tags_to_save(service: ImageService, name: str, image_id: str) -> list[str]:
-    """docker save: a reference saves that tag; an ID saves all the image's tags."""
-    tags, _ = service._tags_digests(image_id)
-    if service._is_id(name, image_id):
-        return tags
-    ref = parse_reference(name)
-    if ref.digest:
-        return []
-    return [ref.familiar()]
+def _images_to_save(service: ImageService, names: list[str]) -> dict[str, list[str]]:
+    """Image ID -> the tags saved with it, as dockerd's tarexporter chooses: a tagged
+    name saves that tag, a bare name every tag of its repository, an ID or a digest
+    reference the image alone."""
+    chosen: dict[str, list[str]] = {}
+
+    def add(image_id: str, tag: str | None) -> None:
+        tags = chosen.setdefault(image_id, [])
+        if tag and tag not in tags:
+            tags.append(tag)
+
+    for name in names:
+        try:
+            ref = parse_reference(name, default_tag=False)
+        except InvalidReference:
+            ref = None  # a 64-hex ID, say: resolve() tells
+        if ref is not None and not ref.tag and not ref.digest:
+            tagged = [(parse_reference(n), image_id) for n, image_id, kind
+                      in service.db.all_refs() if kind == "tag"]
+            same_repo = sorted((r.familiar(), image_id) for r, image_id in tagged
+                               if (r.registry, r.repository) == (ref.registry, ref.repository))
+            for tag, image_id in same_repo:
+                add(image_id, tag)
+            if same_repo:
+                continue
+        image_id = service.resolve(name)
+        if ref is None or ref.digest or service._is_id(name, image_id):
+            add(image_id, None)
+        else:
+            add(image_id, ref.familiar())
+    return chosen
 
 
 def _write_uncompressed_layer(service: ImageService, blob: str, diff_id: str, path: str,

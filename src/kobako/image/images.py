@@ -844,10 +844,11 @@ class ImageService:
 
     # -- save / load / import (implemented in archive.py and importer.py) -----------------------
 
-    def save(self, names: list[str], out: BinaryIO) -> None:
+    def save(self, names: list[str], out: BinaryIO,
+             ready: Callable[[], None] | None = None) -> None:
         from kobako.image.archive import save
 
-        save(self, names, out)
+        save(self, names, out, ready)
 
     def load(self, source: BinaryIO | str, progress: Progress | None = None) -> list[str]:
         from kobako.image.archive import load
