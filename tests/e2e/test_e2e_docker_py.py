@@ -259,3 +259,26 @@ def test_build_output_shows_run_stderr_in_red(client):
     streams = "".join(line.get("stream", "") for line in lines)
     assert "out\n" in streams and "\x1b[91merr\n\x1b[0m" in streams
     client.images.remove("kbp-stderr:1", force=True)
+
+
+def test_build_steps_are_images_and_cache_from_limits_the_cache(client):
+    """As dockerd's classic builder: every step (ENV too) is an image, so a rebuild
+    takes each from the cache, and history names them; with cache_from only those
+    images' steps are reused."""
+    dockerfile = b"FROM busybox\nENV FOO=bar\nRUN touch baz\nRUN touch bax\n"
+
+    def cached_steps(**options) -> int:
+        chunks = client.api.build(fileobj=io.BytesIO(dockerfile), decode=True, **options)
+        return sum("Using cache" in chunk.get("stream", "") for chunk in chunks)
+
+    try:
+        cached_steps(tag="kbp-cache:1")
+        assert cached_steps(tag="kbp-cache:2", cache_from=["kbp-cache:1"]) == 3
+        assert cached_steps(tag="kbp-cache:3", cache_from=["kbp-nosuchtag"]) == 0
+        history = client.api.history("kbp-cache:1")
+        assert [h["CreatedBy"].split()[-1] for h in history[:3]] == ["bax", "baz", "FOO=bar"]
+        assert all(h["Id"].startswith("sha256:") for h in history[:4])  # busybox's too
+        assert history[0]["Tags"] == ["kbp-cache:1", "kbp-cache:2"]
+    finally:
+        for tag in ("kbp-cache:1", "kbp-cache:2", "kbp-cache:3"):
+            client.images.remove(tag, force=True)

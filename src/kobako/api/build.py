@@ -12,7 +12,7 @@ from kobako.api.context import ctx
 from kobako.api.errors import BadRequest
 from kobako.api.http import Request, Response, StreamResponse, json_response
 from kobako.api.images import credentials, familiar_ref, json_header, progress_call
-from kobako.api.params import bool_param, int_param, json_object_param, str_param
+from kobako.api.params import bool_param, int_param, json_param, str_param
 
 # query parameters that become the RUN containers' resources
 _RESOURCES = {"memory": "Memory", "memswap": "MemorySwap", "cpushares": "CpuShares",
@@ -50,7 +50,8 @@ async def build(request: Request) -> StreamResponse:
             raise BadRequest("ulimits: invalid JSON") from None
     options = BuildOptions(
         dockerfile=str_param(request, "dockerfile") or "", tags=tags,
-        build_args=json_object_param(request, "buildargs"), labels=json_object_param(request, "labels"),
+        build_args=json_param(request, "buildargs"), labels=json_param(request, "labels"),
+        cache_from=[str(ref) for ref in json_param(request, "cachefrom", list)],
         target=str_param(request, "target") or "", pull=bool_param(request, "pull"),
         no_cache=bool_param(request, "nocache"),
         remove=bool_param(request, "rm", default=True),

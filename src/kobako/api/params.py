@@ -34,17 +34,18 @@ def str_param(request: Request, name: str, default: str | None = None) -> str | 
     return default if value is None else value
 
 
-def json_object_param(request: Request, name: str) -> dict[str, Any]:
-    """A query parameter holding a JSON object ({} when absent), e.g. /build's buildargs."""
+def json_param(request: Request, name: str, kind: type[dict] | type[list] = dict) -> Any:
+    """A query parameter holding a JSON object or array (empty when absent), e.g.
+    /build's buildargs and cachefrom."""
     raw = request.query.get(name)
     if not raw:
-        return {}
+        return kind()
     try:
         value = json.loads(raw)
     except ValueError:
         raise BadRequest(f"{name}: invalid JSON") from None
-    if not isinstance(value, dict):
-        raise BadRequest(f"{name}: want a JSON object")
+    if not isinstance(value, kind):
+        raise BadRequest(f"{name}: want a JSON {'object' if kind is dict else 'array'}")
     return value
 
 

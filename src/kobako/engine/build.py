@@ -17,6 +17,7 @@ import asyncio
 import fnmatch
 import hashlib
 import json
+import logging
 import os
 import tarfile
 import tempfile
@@ -27,6 +28,8 @@ from typing import Any, BinaryIO
 from kobako.engine.errors import EngineError, InvalidParameter
 from kobako.image import config_changes, dockerfile
 from kobako.image.errors import NotFound as ImageNotFound
+
+log = logging.getLogger("kobakod.build")
 
 # build args every Dockerfile may use without declaring them (dockerd's BuiltinAllowedBuildArgs)
 BUILTIN_ARGS = frozenset({"HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy",
@@ -55,6 +58,7 @@ class BuildOptions:
     labels: dict[str, str] = field(default_factory=dict)
     target: str = ""
     no_cache: bool = False  # run every step (what they make is still remembered)
+    cache_from: list[str] = field(default_factory=list)  # only these images' steps are reused
     pull: bool = False
     remove: bool = True  # intermediate containers of successful steps
     force_remove: bool = False  # ... and of the failed one
@@ -91,6 +95,7 @@ class Builder:
         self.used_args: set[str] = set()
         self.step = 0
         self.steps = 0
+        self._cache_sources: set[str] | None = None  # --cache-from's images and ancestors
 
     # -- the build -------------------------------------------------------------------
 
@@ -123,6 +128,7 @@ class Builder:
             stage = await self._from(body[0], index)
             for ins in body[1:]:
                 await self._dispatch(stage, ins)
+                await self._say(f" ---> {_short(stage.image_id)}\n")
         assert stage is not None
         if self.options.labels:
             stage.config["Labels"] = {**(stage.config.get("Labels") or {}),
@@ -255,7 +261,9 @@ class Builder:
                                                      cmd_set=stage.cmd_set)
             except ValueError as err:
                 raise BuildFailed(str(err)) from None
+        # as dockerd's classic builder, every step is an image (a cache point too)
         stage.history.append(_nop(ins.original))
+        await self._commit(stage, quiet=False)
 
     def _declare(self, ins: dockerfile.Instruction, env: dict[str, str],
                  outer: dict[str, str | None]) -> dict[str, str | None]:
@@ -318,7 +326,6 @@ class Builder:
             raise
         if self.options.remove or self.options.force_remove:
             await self._remove(cid)
-        await self._say(f" ---> {_short(stage.image_id)}\n")
 
     async def _run_container(self, cid: str) -> int:
         attached = await self.containers.attach(cid, stream=True, logs=False, stdin=False,
@@ -375,7 +382,6 @@ class Builder:
             else:
                 await self._extract_and_derive(stage, layer, created_by, ins.flags.get("chown"))
             await self._remember(parent, key, stage.image_id)
-        await self._say(f" ---> {_short(stage.image_id)}\n")
 
     async def _source_root(self, ref: str, tmp: str) -> str:
         """COPY --from: a stage's or an image's files, exported into `tmp`."""
@@ -416,13 +422,14 @@ class Builder:
             self.images.derive, stage.image_id, stage.config, history, layer_from=container,
             layer_tar=layer_tar, extra={"author": stage.author} if stage.author else None)
 
-    async def _commit(self, stage: Stage) -> str:
+    async def _commit(self, stage: Stage, quiet: bool = True) -> str:
         """The stage as an image: its last one, with the config changes since, if any."""
         if stage.image_id is not None and not stage.history:
             return stage.image_id
         key = self._cache_key(stage, "commit")
         parent = stage.image_id
-        if await self._from_cache(stage, key, quiet=True):
+        if await self._from_cache(stage, key, quiet=quiet):
+            assert stage.image_id is not None
             return stage.image_id
         history = [{**h, "empty_layer": True} for h in stage.history]
         stage.history = []
@@ -444,12 +451,31 @@ class Builder:
         if self.options.no_cache:
             return False
         image_id = await asyncio.to_thread(self.images.cached_step, stage.image_id, key)
-        if image_id is None:
+        if image_id is None or not await self._cache_allows(image_id):
             return False
         stage.image_id, stage.history = image_id, []
         if not quiet:
-            await self._say(f" ---> Using cache\n ---> {_short(image_id)}\n")
+            await self._say(" ---> Using cache\n")
         return True
+
+    async def _cache_allows(self, image_id: str) -> bool:
+        """With --cache-from, as dockerd: a step's image is reused only if it is one of
+        those images or their ancestors (names that are no image are skipped)."""
+        if not self.options.cache_from:
+            return True
+        if self._cache_sources is None:
+            self._cache_sources = set()
+            for ref in self.options.cache_from:
+                try:
+                    doc = await asyncio.to_thread(self.images.inspect, ref)
+                except ImageNotFound:
+                    log.warning("build: no image %s for cache resolution, skipped", ref)
+                    continue
+                while doc and doc["Id"] not in self._cache_sources:
+                    self._cache_sources.add(doc["Id"])
+                    doc = doc.get("Parent") and await asyncio.to_thread(
+                        self.images.inspect, doc["Parent"])
+        return image_id in self._cache_sources
 
     async def _remember(self, parent: str | None, key: str, image_id: str | None) -> None:
         if image_id is not None:

@@ -630,10 +630,15 @@ class ImageService:
                 "Comment": h.get("comment", ""),
             })
         entries.reverse()
-        if entries:
-            tags, _ = self._tags_digests(row.id)
-            entries[0]["Id"] = row.id
-            entries[0]["Tags"] = tags or None
+        # as dockerd: the newest entries name the image and its local parents, one each
+        # (a build commits every step), older ones are "<missing>"
+        image: ImageRow | None = row
+        for entry in entries:
+            if image is None:
+                break
+            tags, _ = self._tags_digests(image.id)
+            entry["Id"], entry["Tags"] = image.id, tags or None
+            image = self.db.get_image(image.parent) if image.parent else None
         return entries
 
     # -- gc / prune ---------------------------------------------------------------------------

@@ -25,6 +25,8 @@ from kobako.cli.util import CLIError, State, pass_state
 @click.option("--label", "labels", multiple=True, help="Set metadata for an image")
 @click.option("--target", help="Set the target build stage to build")
 @click.option("--no-cache", is_flag=True, help="Do not use cache when building the image")
+@click.option("--cache-from", "cache_from", multiple=True,
+              help="Images to consider as cache sources")
 @click.option("--pull", is_flag=True, help="Always attempt to pull a newer version of the image")
 @click.option("--rm/--no-rm", "remove", default=True,
               help="Remove intermediate containers after a successful build")
@@ -35,7 +37,7 @@ from kobako.cli.util import CLIError, State, pass_state
 @pass_state
 def build(state: State, path: str, tags: tuple[str, ...], dockerfile: str | None,
           build_args: tuple[str, ...], labels: tuple[str, ...], target: str | None,
-          no_cache: bool, pull: bool, remove: bool, force_rm: bool, quiet: bool,
+          no_cache: bool, cache_from: tuple[str, ...], pull: bool, remove: bool, force_rm: bool, quiet: bool,
           network: str | None, platform: str | None) -> None:
     """Build an image from a Dockerfile."""
     if not os.path.isdir(path):
@@ -46,6 +48,7 @@ def build(state: State, path: str, tags: tuple[str, ...], dockerfile: str | None
         params: dict[str, Any] = {
             "t": list(tags) or None, "dockerfile": name, "buildargs": _pairs(build_args, True),
             "labels": _pairs(labels, False), "target": target, "nocache": no_cache or None,
+            "cachefrom": json.dumps(list(cache_from)) if cache_from else None,
             "pull": pull or None, "rm": "1" if remove else "0", "forcerm": force_rm or None,
             "q": quiet or None, "networkmode": network, "platform": platform,
         }
