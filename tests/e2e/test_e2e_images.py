@@ -137,3 +137,35 @@ def test_kobako_cli_bootstrap_images_save_load(kobakod):
     assert kobakod.kobako("image", "inspect", "-f", "{{json .Config.Cmd}}",
                           "kbk-e2e/bb:file").stdout == b'["sh"]\n'
     assert kobakod.kobako("history", "-q", "kbk-e2e/bb:file").stdout.strip() != b""
+
+
+def test_rmi_as_dockerd(kobakod, busybox_tar):
+    """An image of a stopped container goes with -f (the container keeps its files and
+    lists the image by ID); a build's unnamed steps go with the image built on them and
+    are not dangling meanwhile."""
+    image_id = kobakod.docker("import", busybox_tar, "kbk-e2e/rm:1").stdout.decode().strip()
+    cid = kobakod.docker("create", "--name", "kbk-e2e-rm", "--network", "none",
+                         "kbk-e2e/rm:1", "true").stdout.decode().strip()
+    try:
+        refused = kobakod.docker("rmi", "kbk-e2e/rm:1", check=False)
+        assert refused.returncode == 1
+        assert f"container {cid[:12]} is using its referenced image" in refused.stderr.decode()
+        out = kobakod.docker("rmi", "-f", "kbk-e2e/rm:1").stdout.decode().splitlines()
+        assert out == ["Untagged: kbk-e2e/rm:1", f"Deleted: {image_id}"]
+        ps = kobakod.docker("ps", "-a", "--filter", "name=kbk-e2e-rm", "--format",
+                            "{{.Image}}").stdout.decode()
+        assert ps == image_id[7:19] + "\n"
+        kobakod.docker("start", "-a", "kbk-e2e-rm")
+        assert kobakod.docker("diff", "kbk-e2e-rm").stdout == b""
+    finally:
+        kobakod.docker("rm", "kbk-e2e-rm")
+    kobakod.docker("import", busybox_tar, "kbk-e2e/base:1")
+    kobakod.docker("build", "-t", "kbk-e2e/chain:1", "-", input=(
+        b"FROM kbk-e2e/base:1\nENV A=1\nLABEL b=2\nCMD [\"true\"]\n"))
+    assert kobakod.docker("images", "-q", "-f", "dangling=true").stdout == b""
+    out = kobakod.docker("rmi", "kbk-e2e/chain:1").stdout.decode().splitlines()
+    assert out[0] == "Untagged: kbk-e2e/chain:1"
+    assert len(out) == 4 and all(line.startswith("Deleted: ") for line in out[1:])
+    assert _repo_tags(kobakod) == {"kbk-e2e/base:1"}
+    assert len(kobakod.docker("images", "-aq").stdout.split()) == 1
+    kobakod.docker("rmi", "kbk-e2e/base:1")

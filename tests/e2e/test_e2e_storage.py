@@ -400,19 +400,23 @@ def test_sizes_of_ps_and_inspect(engine):
 
 def test_diff_export_commit(engine):
     name = _name("chg")
-    run(engine, "--name", name, "busybox", "sh", "-c",
-        "echo new > /added; echo more >> /etc/passwd; rm /bin/arch; mkdir /newdir")
+    out = run(engine, "--name", name, "busybox", "sh", "-c",
+              "echo new > /added; echo more >> /etc/passwd; rm /bin/arch; mkdir /newdir;"
+              "test -f /.dockerenv && readlink /etc/mtab").stdout
+    assert out == "/proc/mounts\n"  # Docker's init layer
     try:
         lines = engine.run("diff", name, check=True).stdout.splitlines()
         assert "A /added" in lines
         assert "A /newdir" in lines
         assert "C /etc" in lines and "C /etc/passwd" in lines
         assert "D /bin/arch" in lines
+        assert not any(line.endswith(("/.dockerenv", "/etc/mtab")) for line in lines)
         listing = raw(engine, "export", name)
         assert listing.returncode == 0
         with tarfile.open(fileobj=io.BytesIO(listing.stdout)) as tf:
             names = tf.getnames()
         assert "added" in names and "bin/busybox" in names and "bin/arch" not in names
+        assert ".dockerenv" in names and "etc/mtab" in names
         tag = f"kbt-commit-{secrets.token_hex(3)}:v1"
         engine.run("commit", "--change", 'CMD ["cat", "/added"]', "-m", "kbt message",
                    name, tag, check=True)

@@ -49,7 +49,7 @@ def svc(request, tmp_path):
     root = tmp_path / f"kbtest-img-{uuid.uuid4().hex[:8]}"
     used: set[str] = set()
     s = ImageService(root, str(root / "state.db"), driver=request.param,
-                     in_use=lambda i: i in used)
+                     users=lambda i: [("c" * 64, False)] if i in used else [])
     s.test_used = used
     yield s
     for cid in s.snapshots.container_ids():
@@ -74,8 +74,10 @@ def build_multilayer(s: ImageService, ref: str) -> str:
 
 
 def merged_view(s: ImageService, image: str) -> dict:
+    """The image's files in a container's root, without what the init layer adds."""
     cid = f"kbtest-{uuid.uuid4().hex[:8]}"
     spec = s.prepare(cid, image)
+    init = s.snapshots.init_dir(cid)
     snapshots.mount(spec)
     try:
         out = {}
@@ -83,7 +85,8 @@ def merged_view(s: ImageService, image: str) -> dict:
             for n in dirnames + filenames:
                 p = os.path.join(dirpath, n)
                 rel = os.path.relpath(p, spec.target)
-                out[rel] = None if os.path.isdir(p) else open(p, "rb").read()
+                if init is None or not os.path.lexists(init / rel):
+                    out[rel] = None if os.path.isdir(p) else open(p, "rb").read()
         return out
     finally:
         snapshots.unmount(spec.target)

@@ -314,13 +314,19 @@ async def _image_id(backend: Any, ref: str) -> str:
 async def remove(request: Request) -> Response:
     backend = ctx(request).image_backend()
     name = request.match_info["name"]
+    image_id = await _image_id(backend, name)
     result = await asyncio.to_thread(functools.partial(
         backend.remove, name, force=bool_param(request, "force"),
         prune=not bool_param(request, "noprune")))
     for item in result:
         for action, ident in item.items():
-            ctx(request).events.publish("image", action.lower(), ident, {"name": name})
+            # dockerd's words; each event names the image by its ID
+            actor = image_id if action == "Untagged" else ident
+            ctx(request).events.publish("image", _RMI_EVENTS[action], actor, {"name": actor})
     return json_response(result)
+
+
+_RMI_EVENTS = {"Untagged": "untag", "Deleted": "delete"}
 
 
 async def list_images(request: Request) -> Response:

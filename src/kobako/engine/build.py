@@ -138,7 +138,8 @@ class Builder:
         image_id = await self._commit(stage)
         unused = sorted(set(self.options.build_args) - self.used_args - BUILTIN_ARGS)
         if unused:
-            await self._say(f"[Warning] One or more build-args {unused} were not consumed\n")
+            await self._say(f"[Warning] One or more build-args [{' '.join(unused)}] were not "
+                            "consumed\n")
         return image_id
 
     def _read_dockerfile(self) -> str:
@@ -179,13 +180,16 @@ class Builder:
         base = dockerfile.expand(ins.args[0], env, ins.escape)
         name = _stage_name(ins)
         if base.lower() == "scratch":
-            stage = Stage(name, None, {"Env": [f"PATH={_DEFAULT_PATH}"]})
+            stage = Stage(name, None, {})
         elif base.lower() in self.stages:
             prior = self.stages[base.lower()]
             stage = Stage(name, await self._commit(prior), json.loads(json.dumps(prior.config)))
         else:
             image_id = await self._base_image(base, ins.flags.get("platform"))
             stage = Stage(name, image_id, await self._image_config(image_id))
+        env = stage.config.get("Env") or []
+        if not any(e.startswith("PATH=") for e in env):  # as dockerd, in every stage
+            stage.config["Env"] = [*env, f"PATH={_DEFAULT_PATH}"]
         self.stages[str(index)] = stage
         if name:
             self.stages[name] = stage

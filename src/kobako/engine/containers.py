@@ -45,6 +45,7 @@ from kobako.engine.filters import check_filters, labels_match, port_keys
 from kobako.engine.monitor import EXIT_FILE, MONITOR_FILE
 from kobako.engine.monitor_process import MonitorError
 from kobako.engine.restart import RestartPolicy, next_delay
+from kobako.image.errors import ImageError
 from kobako.linux.cgroups import warmup as cgroup_warmup
 from kobako.timestamps import now_rfc3339
 
@@ -1059,7 +1060,9 @@ class ContainerService(StorageOperations):
                             reverse=True)
         filters = {key: values for key, values in (filters or {}).items() if values}
         match = self._matcher(filters)
-        if not all and not any(k in filters for k in ("status", "exited")):
+        # as dockerd: a limit (ps -n, -l) or a status filter lists every state
+        if not all and not (limit and limit > 0) and not any(
+                k in filters for k in ("status", "exited")):
             containers = [c for c in containers if c.state.get("Running")]  # and restarting
         result = [c for c in containers if match(c)]
         if limit is not None and limit > 0:
@@ -1144,6 +1147,18 @@ class ContainerService(StorageOperations):
         except Exception:  # noqa: BLE001 - an unknown image is simply no match
             return False
 
+    def _image_name(self, c: Container) -> str:
+        """As dockerd: the name the container was made from while that still names its
+        image, else the image's ID (it was deleted, or the name moved to another)."""
+        name = c.doc["Config"].get("Image", "")
+        if name == c.doc["Image"]:
+            return name
+        try:
+            named = self.images.resolve(name)
+        except ImageError:  # a name that resolves no more
+            named = None
+        return name if named == c.doc["Image"] else c.doc["Image"]
+
     def _summary(self, c: Container) -> dict:
         # dockerd quotes the arguments that hold a space, and only those
         command = " ".join([c.doc["Path"], *(f"'{arg}'" if " " in arg else arg
@@ -1151,7 +1166,7 @@ class ContainerService(StorageOperations):
         return {
             "Id": c.id,
             "Names": ["/" + c.name],
-            "Image": c.doc["Config"].get("Image", ""),
+            "Image": self._image_name(c),
             "ImageID": c.doc["Image"],
             "Command": command,
             "Created": int(parse_time(c.doc["Created"])),
@@ -1164,8 +1179,10 @@ class ContainerService(StorageOperations):
             "Mounts": c.doc.get("Mounts") or [],
         }
 
-    def image_in_use(self, image_id: str) -> bool:
-        return any(c.doc["Image"] == image_id for c in self.containers.values())
+    def image_users(self, image_id: str) -> list[tuple[str, bool]]:
+        """(id, running) of the containers made from the image."""
+        return [(c.id, bool(c.state.get("Running"))) for c in self.containers.values()
+                if c.doc["Image"] == image_id]
 
     async def counts(self) -> dict[str, int]:
         counts = {"running": 0, "paused": 0, "stopped": 0}
@@ -1261,10 +1278,12 @@ class ContainerService(StorageOperations):
         if log_type == "none":
             raise InvalidParameter(
                 'configured logging driver does not support reading')
-        try:
-            tail_n = None if tail in (None, "", "all") else int(tail)
-        except ValueError:
-            raise InvalidParameter(f"invalid value for tail: {tail!r}") from None
+        try:  # as dockerd: what is no count ("all", "abc", -1) means every line
+            tail_n: int | None = int(tail)
+        except (TypeError, ValueError):
+            tail_n = None
+        if tail_n is not None and tail_n < 0:
+            tail_n = None
         chunks = read_logs(self._log_path(c), follow=follow, since=since, until=until,
                            tail=tail_n, timestamps=timestamps, details=details,
                            stdout=stdout, stderr=stderr, running=lambda: c.running)

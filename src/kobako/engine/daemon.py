@@ -331,7 +331,7 @@ def make_container_service(cfg: DaemonConfig, events: Any, images: Any, db_path:
     service = ContainerService(data_root=cfg.data_root, exec_root=cfg.exec_root,
                                events=events, images=images, conn=connection(), monitor=monitor,
                                log_defaults={"Type": cfg.log_driver, "Config": cfg.log_opts})
-    images.in_use = service.image_in_use  # rmi refuses an image a container uses
+    images.users = service.image_users  # rmi and prune know the containers of an image
     from kobako.engine.volumes import VolumeService
 
     service.volumes = VolumeService(data_root=cfg.data_root, conn=connection(), events=events,

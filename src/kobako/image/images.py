@@ -39,7 +39,7 @@ from kobako.image.snapshots import MountSpec, Snapshotter, make_snapshotter
 from kobako.image.store import ContentStore
 
 Progress = Callable[[dict[str, Any]], None]
-InUse = Callable[[str], bool]
+ImageUsers = Callable[[str], list[tuple[str, bool]]]
 
 _HEX_RE = re.compile(r"^(sha256:)?([a-f0-9]{1,64})$")
 _BUF = 1 << 20
@@ -82,7 +82,7 @@ class ImageService:
         db_path: str | os.PathLike[str],
         *,
         driver: str | None = None,
-        in_use: InUse | None = None,
+        users: ImageUsers | None = None,
         insecure_registries: list[str] | None = None,
         unpack_workers: int = 4,
     ):
@@ -92,7 +92,8 @@ class ImageService:
         self.db = ImageDB(os.fspath(db_path))
         self.snapshots: Snapshotter = make_snapshotter(self.root / "snapshots", driver)
         self.driver = self.snapshots.name
-        self.in_use: InUse = in_use or (lambda _id: False)
+        # (container id, running) of each container made from an image
+        self.users: ImageUsers = users or (lambda _id: [])
         self.insecure_registries = insecure_registries or []
         self.tmp = self.root / "tmp"
         self.tmp.mkdir(exist_ok=True)
@@ -441,67 +442,80 @@ class ImageService:
         self._set_ref(ref, image_id)
 
     def remove(self, name: str, *, force: bool = False, prune: bool = True) -> list[dict]:
-        """docker rmi: untag a reference, delete the image when nothing names it."""
+        """docker rmi, as dockerd's ImageDelete: a reference is untagged (the image goes
+        once nothing names it), an ID deletes the image; then its unnamed parents."""
         image_id = self.resolve(name)
+        records: list[dict] = []
         refs = self.db.refs(image_id)
-        tags = [r for r, kind in refs if kind == "tag"]
-        out: list[dict] = []
-        by_id = self._is_id(name, image_id)
-        if not by_id:
+        if not self._is_id(name, image_id):
+            users = self.users(image_id)
+            if not force and users and _single_reference(refs):
+                # untagging would leave a dangling image in use: the client must force it
+                raise Conflict(
+                    f'conflict: unable to remove repository reference "{name}" (must '
+                    f"force) - container {short_id(users[0][0])} is using its referenced "
+                    f"image {short_id(image_id)}")
             key = self._ref_key(parse_reference(name))
             if key not in dict(refs):
                 key = next((r for r, _ in refs if r.endswith("@" + name.split("@")[-1])), key)
-            remaining_tags = [t for t in tags if t != key]
-            if remaining_tags or (not force and not self.in_use(image_id)):
-                self.db.delete_ref(key)
-                out.append({"Untagged": self._familiar(key)})
-                if remaining_tags:
-                    return out
-            elif not force:
-                raise Conflict(
-                    f'conflict: unable to remove repository reference "{name}" (must force) '
-                    f"- container is using its referenced image {short_id(image_id)}"
-                )
-            else:
-                self.db.delete_ref(key)
-                out.append({"Untagged": self._familiar(key)})
+            self._untag(key, records)
+            removed = parse_reference(key)
+            remaining = self.db.refs(image_id)
+            if not removed.digest and not any(
+                    kind == "tag" and _same_repository(r, removed) for r, kind in remaining):
+                # a repository's last tag takes its digest references along
+                for r, _ in remaining:
+                    if _same_repository(r, removed):
+                        self._untag(r, records)
+            if self.db.refs(image_id):
+                return records
+            self._delete(image_id, records, force, prune, quiet=True)
         else:
-            if len(tags) > 1 and not force:
-                raise Conflict(
-                    f"conflict: unable to delete {short_id(image_id)} (must be forced) - "
-                    "image is referenced in multiple repositories"
-                )
-        if self.db.children(image_id):
-            if by_id:
-                raise Conflict(
-                    f"conflict: unable to delete {short_id(image_id)} (cannot be forced) - "
-                    "image has dependent child images"
-                )
-            return out
-        if self.in_use(image_id):
-            if not force:
-                raise Conflict(
-                    f"conflict: unable to delete {short_id(image_id)} (must be forced) - "
-                    "image is being used by a container"
-                )
-            for r, _ in self.db.refs(image_id):  # forced: untag, keep the image
-                self.db.delete_ref(r)
-                out.append({"Untagged": self._familiar(r)})
-            return out
-        for r, _ in self.db.refs(image_id):
-            self.db.delete_ref(r)
-            out.append({"Untagged": self._familiar(r)})
-        row = self.db.get_image(image_id)
-        self.db.delete_image(image_id)
-        out.append({"Deleted": image_id})
-        if row is not None and row.parent and prune:
-            parent = self.db.get_image(row.parent)
-            if parent is not None and not self.db.refs(parent.id) and not self.db.children(
-                parent.id
-            ) and not self.in_use(parent.id):
-                out.extend(self.remove(parent.id, prune=False))
+            if _single_reference(refs):
+                self._check_conflicts(image_id, _HARD | (0 if force else _STOPPED_CONTAINER))
+                for r, _ in refs:
+                    self._untag(r, records)
+            self._delete(image_id, records, force, prune, quiet=False)
         self.gc()
-        return out
+        return records
+
+    def _untag(self, key: str, records: list[dict]) -> None:
+        self.db.delete_ref(key)
+        records.append({"Untagged": self._familiar(key)})
+
+    def _delete(self, image_id: str, records: list[dict], force: bool, prune: bool,
+                quiet: bool) -> None:
+        """dockerd's imageDeleteHelper: the image and its references; then, unforced and
+        quietly, each parent that nothing names or uses."""
+        try:
+            self._check_conflicts(image_id, _HARD | (0 if force else _SOFT))
+        except _DeleteConflict as conflict:
+            dangling = not self.db.refs(image_id) and not self.db.children(image_id)
+            if quiet and (not dangling or conflict.used):
+                return
+            raise
+        row = self.db.get_image(image_id)
+        for r, _ in self.db.refs(image_id):
+            self._untag(r, records)
+        self.db.delete_image(image_id)
+        records.append({"Deleted": image_id})
+        if prune and row is not None and row.parent:
+            self._delete(row.parent, records, False, True, quiet=True)
+
+    def _check_conflicts(self, image_id: str, mask: int) -> None:
+        users = self.users(image_id)
+        running = [cid for cid, is_running in users if is_running]
+        stopped = [cid for cid, is_running in users if not is_running]
+        if mask & _CHILDREN and self.db.children(image_id):
+            raise _DeleteConflict(image_id, "image has dependent child images", hard=True)
+        if mask & _RUNNING_CONTAINER and running:
+            raise _DeleteConflict(image_id, "image is being used by running container "
+                                  f"{short_id(running[0])}", hard=True, used=True)
+        if mask & _REFERENCE and self.db.refs(image_id):
+            raise _DeleteConflict(image_id, "image is referenced in multiple repositories")
+        if mask & _STOPPED_CONTAINER and stopped:
+            raise _DeleteConflict(image_id, "image is being used by stopped container "
+                                  f"{short_id(stopped[0])}", used=True)
 
     def _is_id(self, name: str, image_id: str) -> bool:
         m = _HEX_RE.match(name)
@@ -523,17 +537,24 @@ class ImageService:
         for key in f:
             if key not in ("dangling", "reference", "label", "before", "since"):
                 raise InvalidParameter(f"invalid filter '{key}'")
+        dangling = None
+        if "dangling" in f:
+            value = ",".join(f["dangling"]).lower()
+            if value not in ("true", "false", "1", "0"):
+                raise InvalidParameter(f"invalid filter 'dangling={value}'")
+            dangling = value in ("true", "1")
         before = min((self._created_of(x) for x in f.get("before", [])), default=None)
         since = max((self._created_of(x) for x in f.get("since", [])), default=None)
         out = []
         for row in self.db.images():
             tags, digests = self._tags_digests(row.id)
-            if "dangling" in f:
-                want = f["dangling"][0].lower() in ("true", "1")
-                if want != (not tags):
-                    continue
-            if not all and not tags and not f.get("dangling") and self.db.children(row.id):
-                continue  # intermediate images are hidden like docker's
+            # as dockerd: dangling are the untagged images no other is built on; unnamed
+            # ones with children are intermediate, hidden unless all
+            if dangling and (tags or self.db.children(row.id)):
+                continue
+            if not tags and not digests and (dangling is False or "reference" in f or (
+                    not all and self.db.children(row.id))):
+                continue
             cfg = json.loads(self.store.read(row.id))
             labels = (cfg.get("config") or {}).get("Labels") or {}
             if "label" in f and not all_labels_match(labels, f["label"]):
@@ -677,7 +698,7 @@ class ImageService:
         until = f.get("until", [])
         deleted: list[dict] = []
         for row in reversed(self.db.images()):
-            if self.db.get_image(row.id) is None or self.in_use(row.id):
+            if self.db.get_image(row.id) is None or self.users(row.id):
                 continue
             tags, _ = self._tags_digests(row.id)
             if dangling_only and tags:
@@ -723,11 +744,17 @@ class ImageService:
             self.db.delete_container(container_id)
 
     def container_image_chains(self, container_id: str) -> list[str]:
+        """The layers under a container, bottom first (from its snapshots: the image may
+        have been deleted since, as `rmi -f` does with an image of stopped containers)."""
         for row in self.db.containers(self.driver):
             if row["container_id"] == container_id:
-                if not row["image_id"]:
-                    return []
-                return [la.chain_id for la in self.db.layers(row["image_id"])]
+                chains: list[str] = []
+                chain = row["top_chain"]
+                while chain:
+                    chains.insert(0, chain)
+                    snap = self.db.snapshot(chain, self.driver)
+                    chain = snap["parent"] if snap is not None else None
+                return chains
         raise NotFound(f"no rootfs for container {container_id}")
 
     def export(self, container_id: str, out: BinaryIO) -> None:
@@ -739,7 +766,9 @@ class ImageService:
             diff.write_tree(str(self.snapshots.upper_dir(container_id)), out)
             return
         upper = str(self.snapshots.upper_dir(container_id))
-        lowers = [upper] + [str(self.snapshots.lower_path(c)) for c in reversed(chains)]
+        init = self.snapshots.init_dir(container_id)
+        lowers = [upper] + ([str(init)] if init and init.is_dir() else []) + [
+            str(self.snapshots.lower_path(c)) for c in reversed(chains)]
         with tempfile.TemporaryDirectory(prefix="export-", dir=self.tmp) as mnt:
             if len(lowers) == 1:
                 lowers.append(str(self.snapshots.root / "empty"))
@@ -876,6 +905,35 @@ class ImageService:
 
 
 # -- helpers --------------------------------------------------------------------------------
+
+
+# dockerd's image delete conflicts: hard ones cannot be forced
+_CHILDREN, _RUNNING_CONTAINER, _REFERENCE, _STOPPED_CONTAINER = 1, 2, 4, 8
+_HARD = _CHILDREN | _RUNNING_CONTAINER
+_SOFT = _REFERENCE | _STOPPED_CONTAINER
+
+
+class _DeleteConflict(Conflict):
+    def __init__(self, image_id: str, reason: str, hard: bool = False, used: bool = False):
+        forced = "cannot be forced" if hard else "must be forced"
+        super().__init__(f"conflict: unable to delete {short_id(image_id)} ({forced}) - {reason}")
+        self.used = used
+
+
+def _single_reference(refs: list[tuple[str, str]]) -> bool:
+    """dockerd's isSingleReference: one tag, and digests only of that tag's repository."""
+    if len(refs) <= 1:
+        return len(refs) == 1
+    tags = [parse_reference(r) for r, kind in refs if kind == "tag"]
+    digest_repos = {parse_reference(r).name for r, kind in refs if kind != "tag"}
+    if len(tags) > 1:
+        return False
+    single = tags[0] if tags else parse_reference(refs[0][0])
+    return digest_repos == {single.name}
+
+
+def _same_repository(key: str, ref: Reference) -> bool:
+    return parse_reference(key).name == ref.name
 
 
 def normalize_filters(filters: dict[str, Any] | str | None) -> dict[str, list[str]]:

@@ -74,6 +74,26 @@ class MountSpec:
         return {"destination": "/", "type": "overlay", "source": "overlay", "options": opts}
 
 
+# Docker's init layer (daemon/initlayer): what every container's root has below its own
+# changes, so that neither `docker diff` nor a commit shows it: the mount points the
+# runtime needs, /.dockerenv (how programs tell they run under Docker) and /etc/mtab.
+INIT_LAYER = {"dev/pts": "dir", "dev/shm": "dir", "proc": "dir", "sys": "dir",
+              ".dockerenv": "file", "etc/resolv.conf": "file", "etc/hosts": "file",
+              "etc/hostname": "file", "dev/console": "file", "etc/mtab": "/proc/mounts"}
+
+
+def write_init_layer(root: pathlib.Path) -> None:
+    for rel, kind in INIT_LAYER.items():
+        path = root / rel
+        path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        if kind == "dir":
+            path.mkdir(mode=0o755, exist_ok=True)
+        elif kind == "file":
+            path.touch(mode=0o755)
+        elif not path.is_symlink():
+            path.symlink_to(kind)
+
+
 def mount(spec: MountSpec, target: str | None = None) -> str:
     """Mount the rootfs described by `spec` on `target` (default spec.target)."""
     target = target or spec.target
@@ -206,6 +226,10 @@ class Snapshotter:
     def upper_dir(self, container_id: str) -> pathlib.Path:
         return self.container_dir(container_id) / "diff"
 
+    def init_dir(self, container_id: str) -> pathlib.Path | None:
+        """The container's init layer, where the driver keeps one apart."""
+        return None
+
 
 class OverlaySnapshotter(Snapshotter):
     name = "overlay2"
@@ -248,6 +272,9 @@ class OverlaySnapshotter(Snapshotter):
         except FileNotFoundError:
             raise NotFound(f"layer {chain_id} is not unpacked") from None
 
+    def init_dir(self, container_id):
+        return self.container_dir(container_id) / "init"
+
     def prepare(self, container_id, chain_ids):
         d = self.container_dir(container_id)
         for sub in ("diff", "work", "merged"):
@@ -255,15 +282,16 @@ class OverlaySnapshotter(Snapshotter):
         for c in chain_ids:
             if not self.has_layer(c):
                 raise NotFound(f"layer {c} is not unpacked")
+        write_init_layer(d / "init")
         top_first = list(reversed(chain_ids))
-        lower = [str(self.lower_path(c)) for c in top_first] or [str(self.root / "empty")]
+        lower = [str(d / "init")] + [str(self.lower_path(c)) for c in top_first]
         absolute = [f"lowerdir={':'.join(lower)}", f"upperdir={d}/diff", f"workdir={d}/work"]
         spec = MountSpec(
             type="overlay", source="overlay", target=str(d / "merged"), options=absolute,
             upper=str(d / "diff"), lower=lower,
         )
         if len(spec.options_string) >= _MAX_OPTIONS:
-            rel = [self.short_link(c) for c in top_first]
+            rel = [f"{d.name}/init"] + [self.short_link(c) for c in top_first]
             spec.options = [f"lowerdir={':'.join(rel)}", f"upperdir={d.name}/diff",
                             f"workdir={d.name}/work"]
             spec.cwd = str(self.root)

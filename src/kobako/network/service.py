@@ -383,6 +383,12 @@ class NetworkService:
 
     # -- lookups -----------------------------------------------------------------------
 
+    def _find(self, ref: str) -> Network | None:
+        try:
+            return self.get(ref)
+        except NetworkNotFound:
+            return None
+
     def get(self, ref: str) -> Network:
         if ref in self.nets:
             return self.nets[ref]
@@ -428,44 +434,52 @@ class NetworkService:
         if self._special(mode):
             if mode in ("host", "none"):
                 net = self.get(mode)
+                # an --ip or --alias there is refused as dockerd refuses it
+                self._endpoint_settings(net, endpoints.get(mode) or {}, doc["Id"])
                 entry = settings["Networks"].setdefault(mode, {})
                 entry.update({"NetworkID": net.id})
             return
-        primary = self.get(mode)
-        if not primary.is_bridge:
+        # As dockerd, a network that does not exist (yet) is no error here: the start
+        # fails with "network X not found" if it still does not (a 404 at create would
+        # make the docker CLI try to pull the image).
+        primary = self._find(mode)
+        if primary is not None and not primary.is_bridge:
             raise InvalidNetworkConfig(f"network {mode} cannot be used with other networks")
-        wanted = {primary.name: endpoints.get(mode) or endpoints.get(primary.name)
-                  or endpoints.get(primary.id) or endpoints.get("default") or {}}
+        primary_name = primary.name if primary else mode
+        wanted = {primary_name: endpoints.get(mode) or endpoints.get(primary_name)
+                  or (primary and endpoints.get(primary.id)) or endpoints.get("default") or {}}
         for ref, cfg in endpoints.items():
             if ref in ("default", mode):
                 continue
-            net = self.get(ref)
-            if net.id != primary.id:
+            net = self._find(ref)
+            if net is None:
+                wanted[ref] = cfg or {}
+            elif primary is None or net.id != primary.id:
                 if not net.is_bridge:
                     raise InvalidNetworkConfig(
-                        f"container cannot be connected to network {net.name} and {primary.name}")
+                        f"container cannot be connected to network {net.name} and {primary_name}")
                 wanted[net.name] = cfg or {}
         mac = doc["Config"].get("MacAddress")
-        if mac and not wanted[primary.name].get("MacAddress"):
+        if mac and not wanted[primary_name].get("MacAddress"):
             # the pre-1.44 place of it (dockerd moves it to the primary endpoint too)
-            wanted[primary.name] = {**wanted[primary.name], "MacAddress": mac}
+            wanted[primary_name] = {**wanted[primary_name], "MacAddress": mac}
         networks = {}
         for name, cfg in wanted.items():
-            net = self.get(name)
-            networks[name] = self._endpoint_settings(net, cfg, doc["Id"])
+            networks[name] = self._endpoint_settings(self._find(name), cfg, doc["Id"])
         settings["Networks"] = networks
         # the MACs asked for, kept for every start (the entries' own clear at each stop)
         macs = {name: e["MacAddress"] for name, e in networks.items() if e["MacAddress"]}
         if macs:
             doc.setdefault("Kobako", {})["macs"] = macs
 
-    def _endpoint_settings(self, net: Network, cfg: dict, container_id: str) -> dict:
-        """Validate an EndpointsConfig entry; the Networks entry as inspect shows it."""
+    def _endpoint_settings(self, net: Network | None, cfg: dict, container_id: str) -> dict:
+        """Validate an EndpointsConfig entry; the Networks entry as inspect shows it.
+        For a network that does not exist (yet), the entry as given."""
         cfg = cfg or {}
         ipam_cfg = cfg.get("IPAMConfig") or None
         static = (ipam_cfg or {}).get("IPv4Address") or ""
         aliases = [a for a in (cfg.get("Aliases") or []) if a]
-        if static:
+        if static and net is not None:
             if not net.user_defined:
                 raise InvalidNetworkConfig(
                     "user specified IP address is supported on user defined networks only")
@@ -478,7 +492,7 @@ class NetworkService:
             for ep in self.store.endpoints(net.id):
                 if ep.ip == str(addr) and ep.container_id != container_id:
                     raise NetworkConflict(f"Address already in use: {addr}")
-        if aliases and not net.user_defined:
+        if aliases and net is not None and not net.user_defined:
             raise InvalidNetworkConfig(
                 "network-scoped alias is supported only for containers in user defined networks")
         mac = cfg.get("MacAddress") or ""
@@ -487,7 +501,7 @@ class NetworkService:
         return {
             "IPAMConfig": ipam_cfg, "Links": cfg.get("Links"), "Aliases": aliases or None,
             "MacAddress": mac.lower(), "DriverOpts": cfg.get("DriverOpts"), "GwPriority": 0,
-            "NetworkID": net.id, "EndpointID": "", "Gateway": "", "IPAddress": "",
+            "NetworkID": net.id if net else "", "EndpointID": "", "Gateway": "", "IPAddress": "",
             "IPPrefixLen": 0, "IPv6Gateway": "", "GlobalIPv6Address": "",
             "GlobalIPv6PrefixLen": 0, "DNSNames": None,
         }
