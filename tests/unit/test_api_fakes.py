@@ -22,6 +22,7 @@ class FakeContainers:
         self.stdin_closed = asyncio.Event()
         self.exit_event = asyncio.Event()
         self.detached = False
+        self.monitor_gone = False
 
     def _rec(self, name: str, *args: Any, **kwargs: Any) -> None:
         self.calls.append((name, args, kwargs))
@@ -122,6 +123,8 @@ class FakeContainers:
 
         async def close_stdin() -> None:
             self.stdin_closed.set()
+            if self.monitor_gone:  # the process ended and its relay hung up first
+                raise ConnectionResetError("the monitor closed the attachment")
 
         async def detach() -> None:
             self.detached = True

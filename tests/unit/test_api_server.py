@@ -266,6 +266,27 @@ def test_attach_upgrade_tcp_half_close_keeps_output():
     run_with_client(t, ctx)
 
 
+def test_a_half_close_after_the_process_ended_still_gets_its_output():
+    """Closing the stdin of a process that just ended fails (its relay hung up): the
+    output still comes (docker exec -i lost it and said exit 0)."""
+    ctx, fake = with_fake()
+    fake.monitor_gone = True
+
+    async def t(client, _):
+        await client.post("/containers/create?name=att", json={"Image": "x"})
+        reader, writer, head = await _raw_request(
+            client.server.port,
+            "POST /containers/att/attach?stream=1&stdin=1&stdout=1&stderr=1 HTTP/1.1\r\n"
+            "Host: x\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101")
+        writer.write_eof()
+        frames, _ = parse_frames(await _read_to_eof(reader))
+        assert (1, b"hello\n") in frames and (2, b"bye\n") in frames
+        assert not fake.detached
+        writer.close()
+    run_with_client(t, ctx)
+
+
 def test_attach_raw_hijack_without_upgrade_and_detach_keys():
     ctx, fake = with_fake()
 

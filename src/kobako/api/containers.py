@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Awaitable
 from typing import Any
 
 from kobako.api.context import ctx
@@ -182,14 +183,14 @@ async def pump(hj: Hijacked, sio: StreamIO, *, stdin: bool, detach_keys: str | N
                     # the client is done sending (the docker CLI half-closes at once when
                     # stdin is not attached): keep streaming output until the process ends
                     if sio.close_stdin is not None:
-                        await sio.close_stdin()
+                        await _to_process(sio.close_stdin())
                     return "stdin-closed"
                 return "gone"
             if not stdin or sio.write_stdin is None:
                 continue  # not attached to stdin: discard
             forward, detached = scanner.feed(data) if scanner else (data, False)
-            if forward:
-                await sio.write_stdin(forward)
+            if forward and not await _to_process(sio.write_stdin(forward)):
+                return "stdin-closed"
             if detached:
                 return "detached"
 
@@ -224,6 +225,16 @@ async def pump(hj: Hijacked, sio: StreamIO, *, stdin: bool, detach_keys: str | N
             t.cancel()
         await asyncio.gather(out_task, in_task, return_exceptions=True)
         await hj.close()
+
+
+async def _to_process(sending: Awaitable[None]) -> bool:
+    """Input for the process; False when it has ended and its relay hung up (what it
+    wrote before is still to be sent: that is no client going away)."""
+    try:
+        await sending
+    except (ConnectionResetError, BrokenPipeError):
+        return False
+    return True
 
 
 async def attach(request: Request) -> StreamResponse:
