@@ -139,6 +139,43 @@ def test_user_network_name_alias_and_ports(engine):
     assert kernel_state(engine) == {"veths": [], "netns": []}
 
 
+def test_hostnames_shared_files_host_gateway_and_ndots(engine):
+    """As dockerd: peers resolve a container's host name; --network container:X shares
+    X's host name and /etc files; host-gateway is the default bridge's gateway; a
+    user's ndots is kept."""
+    subnet = free_subnet(20)
+    run(engine, "network", "create", "--subnet", subnet, "kbn-names")
+    try:
+        run(engine, "run", "-d", "--name", "kbn-main", "--network", "kbn-names",
+            "--hostname", "mainhost", "--network-alias", "al", "--network-alias", "al",
+            "busybox", "sleep", "300")
+        endpoint = '(index .NetworkSettings.Networks "kbn-names")'
+        ip = run(engine, "inspect", "-f", "{{" + endpoint + ".IPAddress}}", "kbn-main")
+        names = json.loads(run(engine, "inspect", "-f", "{{json " + endpoint + ".DNSNames}}",
+                               "kbn-main"))
+        short = run(engine, "inspect", "-f", "{{.Id}}", "kbn-main")[:12]
+        assert names == ["kbn-main", "al", short, "mainhost"]
+        found = run(engine, "run", "--rm", "--network", "kbn-names", "busybox",
+                    "nslookup", "mainhost")
+        assert ip in found
+        sidecar = run(engine, "run", "--rm", "--network", "container:kbn-main", "busybox",
+                      "sh", "-c", "hostname; cat /etc/resolv.conf; ping -c1 -W2 al >/dev/null"
+                      " && echo reached")
+        assert sidecar.splitlines()[0] == "mainhost"
+        assert "nameserver 127.0.0.11" in sidecar and sidecar.endswith("reached")
+        gateway = run(engine, "network", "inspect", "-f", "{{(index .IPAM.Config 0).Gateway}}",
+                      "bridge")
+        hosts = run(engine, "run", "--rm", "--network", "none", "--add-host",
+                    "gw.test:host-gateway", "busybox", "grep", "gw.test", "/etc/hosts")
+        assert hosts.split() == [gateway, "gw.test"]
+        resolv = run(engine, "run", "--rm", "--network", "kbn-names", "--dns-opt", "ndots:2",
+                     "busybox", "grep", "options", "/etc/resolv.conf")
+        assert resolv == "options ndots:2"
+    finally:
+        run(engine, "rm", "-f", "kbn-main", check=False)
+        run(engine, "network", "rm", "kbn-names", check=False)
+
+
 def test_static_ip_route_and_isolation(engine):
     a, b = free_subnet(20), free_subnet(30)
     run(engine, "network", "create", "--subnet", a, "kbn-a")

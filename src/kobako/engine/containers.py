@@ -666,7 +666,16 @@ class ContainerService(StorageOperations):
             raise
 
     def _etc_files(self, c: Container, host_config: dict, links_hosts: str = "") -> list[dict]:
-        """/etc/hostname, /etc/hosts and /etc/resolv.conf, generated and bind-mounted."""
+        """/etc/hostname, /etc/hosts and /etc/resolv.conf, generated and bind-mounted;
+        with --network container:X, X's (and X's host name), as dockerd shares them."""
+        mode = str(host_config.get("NetworkMode") or "")
+        if mode.startswith("container:"):
+            other = self.get(mode.split(":", 1)[1])
+            for key in ("Hostname", "Domainname"):
+                c.doc["Config"][key] = other.doc["Config"].get(key) or ""
+            for name, key in _ETC_FILES.items():
+                c.doc[key] = os.path.join(self._dir(other), name)
+            return [_etc_mount(name, c.doc[key]) for name, key in _ETC_FILES.items()]
         hostname = c.doc["Config"].get("Hostname") or c.id[:12]
         c.doc["Config"]["Hostname"] = hostname
         host_network = host_config.get("NetworkMode") == "host"
@@ -679,8 +688,7 @@ class ContainerService(StorageOperations):
                 "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
                 "fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\n"
                 "ff02::2\tip6-allrouters\n"
-                + "".join(f"{entry.split(':', 1)[1]}\t{entry.split(':', 1)[0]}\n"
-                          for entry in host_config.get("ExtraHosts") or [] if ":" in entry)
+                + "".join(f"{ip}\t{name}\n" for name, ip in self._extra_hosts(host_config))
                 + links_hosts + own
             ),
             "resolv.conf": _resolv_conf(
@@ -690,12 +698,26 @@ class ContainerService(StorageOperations):
         }
         mounts = []
         for name, content in files.items():
-            path = os.path.join(self._dir(c), name)
+            path = c.doc[_ETC_FILES[name]] = os.path.join(self._dir(c), name)
             with open(path, "w") as f:
                 f.write(content)
-            mounts.append({"destination": f"/etc/{name}", "type": "bind", "source": path,
-                           "options": ["rbind", "rprivate"]})
+            mounts.append(_etc_mount(name, path))
         return mounts
+
+    def _extra_hosts(self, host_config: dict) -> list[tuple[str, str]]:
+        """--add-host name:ip pairs; "host-gateway" is the default bridge's gateway (the
+        host, as the containers reach it), as dockerd's default host-gateway-ip."""
+        out = []
+        for entry in host_config.get("ExtraHosts") or []:
+            name, sep, ip = str(entry).partition(":")
+            if not sep:
+                continue
+            if ip == "host-gateway":
+                if self.networks is None:
+                    raise InvalidParameter("unable to derive the IP value for host-gateway")
+                ip = str(self.networks.get("bridge").gateway)
+            out.append((name, ip))
+        return out
 
     def _namespaces(self, host_config: dict) -> dict[str, str | None]:
         """Namespace type -> None (new) or a path to join; absent: the host's."""
@@ -1443,7 +1465,10 @@ def _resolv_conf(host_config: dict, host_network: bool, embedded_dns: bool = Fal
         lines = ["nameserver 127.0.0.11"]
         if search:
             lines.append("search " + " ".join(search))
-        lines.append("options " + " ".join([*(host_config.get("DnsOptions") or []), "ndots:0"]))
+        options = list(host_config.get("DnsOptions") or [])
+        if not any(o.startswith("ndots:") for o in options):  # the user's wins (as dockerd)
+            options.append("ndots:0")
+        lines.append("options " + " ".join(options))
         return "\n".join(lines) + "\n"
     if host_config.get("Dns") or host_config.get("DnsSearch") or host_config.get("DnsOptions"):
         lines = [f"nameserver {ns}" for ns in host_config.get("Dns") or []]
@@ -1457,6 +1482,15 @@ def _resolv_conf(host_config: dict, host_network: bool, embedded_dns: bool = Fal
     # a loopback resolver of the host is unreachable from the container's own network
     return "".join(line + "\n" for line in text.splitlines()
                    if not re.match(r"\s*nameserver\s+(127\.|::1)", line))
+
+
+# the generated /etc files and where inspect names them
+_ETC_FILES = {"hostname": "HostnamePath", "hosts": "HostsPath", "resolv.conf": "ResolvConfPath"}
+
+
+def _etc_mount(name: str, source: str) -> dict:
+    return {"destination": f"/etc/{name}", "type": "bind", "source": source,
+            "options": ["rbind", "rprivate"]}
 
 
 def _init_path(host_config: dict) -> str | None:

@@ -562,7 +562,7 @@ class NetworkService:
         await bridge.attach(self._ns_path(cid), net.bridge, itf)
         dns_names = None
         if net.user_defined:
-            dns_names = [doc["Name"].lstrip("/"), *(entry.get("Aliases") or []), cid[:12]]
+            dns_names = _dns_names(doc, entry)
             await self.dns.add(cid, self._ns_path(cid))
         entry.update({"EndpointID": endpoint_id, "Gateway": str(net.gateway),
                       "IPAddress": ep.ip, "IPPrefixLen": net.subnet.prefixlen,
@@ -692,8 +692,7 @@ class NetworkService:
         found = []
         for net, ep, c in self._peers(container_id):
             entry = (c.doc["NetworkSettings"].get("Networks") or {}).get(net.name) or {}
-            names = {c.name.lower(), c.id[:12]}
-            names |= {a.lower() for a in entry.get("Aliases") or []}
+            names = {n.lower() for n in _dns_names(c.doc, entry)}
             if name in names or name in {f"{n}.{net.name.lower()}" for n in names}:
                 found.append(ep.ip)
         return sorted(set(found)) or None
@@ -952,3 +951,11 @@ class NetworkService:
                 await self._apply()
             self.containers.store.update(c.doc)
         self._event("disconnect", net, {"container": c.id})
+
+
+def _dns_names(doc: dict, entry: dict) -> list[str]:
+    """What other containers on a user network call this one (dockerd's
+    buildEndpointDNSNames): its name, its aliases there, its short ID, its host name."""
+    names = [doc["Name"].lstrip("/"), *(entry.get("Aliases") or []), doc["Id"][:12],
+             doc["Config"].get("Hostname") or ""]
+    return [n for n in dict.fromkeys(names) if n]
