@@ -320,6 +320,37 @@ def test_ps_filters_as_dockerd(engine):
         engine.run("volume", "rm", "kbt-fvol", check=True)
 
 
+def test_cli_answers_as_dockerd(engine):
+    """Found by running the same docker CLI commands against kobakod and a dockerd."""
+    engine.run("create", "--name", "kbt-last", "busybox", "true", check=True)
+    try:
+        # -n/-l list every state
+        assert engine.run("ps", "-l", "--format", "{{.Names}}", check=True).stdout == "kbt-last\n"
+        assert "kbt-last" in engine.run("ps", "-n", "3", "--format", "{{.Names}}").stdout
+        # a network that does not exist fails the start, without a pull
+        missing = engine.run("run", "--rm", "--network", "kbt-nosuchnet", "busybox", "true")
+        assert missing.returncode == 125
+        assert "network kbt-nosuchnet not found" in missing.stderr
+        assert "Unable to find image" not in missing.stderr
+        # an address only on user networks
+        static = engine.run("run", "--rm", "--network", "none", "--ip", "10.1.1.1",
+                            "busybox", "true")
+        assert static.returncode == 125 and "user defined networks only" in static.stderr
+        # a tail that is no count means everything
+        engine.run("start", "-a", "kbt-last", check=True)
+        assert engine.run("logs", "--tail", "abc", "kbt-last").returncode == 0
+        # image events as dockerd names them
+        engine.run("tag", "busybox", "kbt-evt:1", check=True)
+        image_id = engine.inspect("busybox")["Id"]
+        engine.run("rmi", "kbt-evt:1", check=True)
+        time.sleep(1.1)  # --until counts in whole seconds
+        events = engine.run("events", "--since", "30s", "--until", "0s", "--filter",
+                            "event=untag", "--format", "{{.Actor.ID}}", check=True).stdout
+        assert image_id in events.split()
+    finally:
+        engine.run("rm", "-f", "kbt-last")
+
+
 def test_rename_errors_and_a_signal_to_a_paused_container(engine):
     engine.run("run", "-d", "--name", "kbt-paused", "busybox", "sh", "-c",
                "trap 'echo got TERM; exit 7' TERM; while true; do sleep 0.1; done", check=True)
