@@ -287,6 +287,15 @@ def test_cp_both_ways_running_and_stopped(engine, hostdir):
         assert out.stdout == "into the container\n"
         missing = engine.run("cp", f"{name}:/no/such", hostdir)
         assert missing.returncode != 0 and "Could not find the file /no/such" in missing.stderr
+        # a trailing "/" names a directory (a last symlink followed), as dockerd
+        engine.run("exec", name, "sh", "-c", "ln -s d /out/rel", check=True)
+        not_dir = engine.run("cp", src, f"{name}:/root/stopped.txt/")
+        assert not_dir.returncode != 0
+        engine.run("cp", f"{name}:/out/rel/", os.path.join(hostdir, "viadir"), check=True)
+        with open(os.path.join(hostdir, "viadir", "f")) as f:
+            assert f.read() == "made\n"
+        assert engine.run("exec", name, "cat", "/root/stopped.txt").stdout == \
+            "into the container\n"
     finally:
         engine.run("rm", "-f", name, check=True)
     assert not engine.mounts() or all(

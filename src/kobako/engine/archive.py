@@ -168,9 +168,28 @@ def resolve_scoped(root_fd: int, path: str) -> str:
     return "/" + "/".join(resolved)
 
 
+def _requested(root_fd: int, path: str, container: str) -> str:
+    """The cleaned container path a request names. As dockerd's ResolvePath, a trailing
+    "/" (or "/.") means the directory itself: a last symlink is followed, and anything
+    but a directory is an error."""
+    abs_path = _clean(path)
+    if abs_path == "/" or not path.endswith(("/", "/.")):
+        return abs_path
+    resolved = resolve_scoped(root_fd, abs_path)
+    try:
+        os.close(_open_in_root(root_fd, resolved, _O_PATH | os.O_DIRECTORY))
+    except OSError as err:
+        if err.errno == errno.ENOTDIR:
+            raise InvalidParameter(f"{path}: not a directory") from None
+        if err.errno == errno.ENOENT:
+            raise _not_found(path, container) from None
+        raise ArchiveError(f"cannot open {path} in the container: {err.strerror}") from None
+    return resolved
+
+
 def stat_path(root_fd: int, path: str, container: str) -> PathStat:
     """Docker's StatPath: lstat of the last component; linkTarget fully resolved."""
-    abs_path = _clean(path)
+    abs_path = _requested(root_fd, path, container)
     pfd, base = _open_parent(root_fd, abs_path, container)
     try:
         try:
@@ -302,7 +321,8 @@ class _Exactly:
 
 def write_tar(root_fd: int, path: str, out: BinaryIO, container: str) -> None:
     """A tar of `path` as Docker's GET archive: entries rebased on the path's base name."""
-    abs_path = _clean(path)
+    name = posixpath.basename(_clean(path))
+    abs_path = _requested(root_fd, path, container)
     dot = path.endswith("/.") or path == "." or abs_path == "/"
     pfd, base = _open_parent(root_fd, abs_path, container)
     try:
@@ -320,7 +340,7 @@ def write_tar(root_fd: int, path: str, out: BinaryIO, container: str) -> None:
                 finally:
                     os.close(fd)
             else:
-                writer.add(pfd, base, "." if dot else base)
+                writer.add(pfd, base, "." if dot else name)
         finally:
             writer.close()
     finally:
