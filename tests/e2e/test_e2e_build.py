@@ -49,7 +49,7 @@ ENV APP=/app \\
 WORKDIR $APP
 COPY hello.txt ./
 COPY sub/ ./sub/
-RUN echo "$GREETING from $(pwd) in $MODE" > out.txt
+RUN echo "$GREETING from $(pwd) in $MODE" > out.txt && chown 77:88 out.txt
 LABEL org.example.kind=base
 EXPOSE 8080 53/udp
 HEALTHCHECK --interval=5s --timeout=2s --retries=4 CMD test -f /app/out.txt
@@ -72,6 +72,9 @@ def test_multi_stage_build_and_the_image_it_makes(engine, tmp_path):
     assert "Successfully tagged kbt-build/multi:1" in out.stdout
     final = engine.run("run", "--rm", "--network", "none", "kbt-build/multi:1", check=True)
     assert final.stdout == "bonjour from /app in test\n"
+    owner = engine.run("run", "--rm", "--network", "none", "--entrypoint", "stat",
+                       "kbt-build/multi:1", "-c", "%u:%g", "/copied.txt", check=True)
+    assert owner.stdout == "77:88\n"  # COPY --from keeps the owners, as dockerd
     cfg = inspect(engine, "kbt-build/multi:1")["Config"]
     assert cfg["User"] == "1000:1000"
     assert cfg["Entrypoint"] == ["cat"] and cfg["Cmd"] == ["/copied.txt"]

@@ -374,7 +374,7 @@ class Builder:
             unpack = set() if ins.keyword == "COPY" or from_ref else set(paths) - set(downloaded)
             with open(layer, "wb") as out:
                 await asyncio.to_thread(_write_copy_tar, out, paths, dest_path, into_dir, chmod,
-                                        unpack)
+                                        unpack, bool(from_ref))
             key = self._cache_key(stage, ins.keyword, ins.original, ins.flags,
                                   await asyncio.to_thread(_content_digest, layer))
             if await self._from_cache(stage, key):
@@ -617,13 +617,15 @@ def _within(root: str, path: str, source: str) -> str:
 
 
 def _write_copy_tar(out: BinaryIO, paths: list[str], dest: str, into_dir: bool,
-                    chmod: int | None, unpack: set[str]) -> None:
+                    chmod: int | None, unpack: set[str], keep_owner: bool = False) -> None:
     """The files as a tar rooted at "/", each where Docker's COPY puts it: a directory's
     contents into dest; a file to dest, or into it when dest ends in "/" or there are
-    several sources. Owned by root (--chown applies when extracted); --chmod sets modes.
-    The paths in `unpack` (ADD's local files) are unpacked into dest if they are tars."""
+    several sources. Owned by root, or as they are with `keep_owner` (COPY --from; --chown
+    applies when extracted); --chmod sets modes. The paths in `unpack` (ADD's local
+    files) are unpacked into dest if they are tars."""
     def owned(info: tarfile.TarInfo) -> tarfile.TarInfo:
-        info.uid = info.gid = 0
+        if not keep_owner:
+            info.uid = info.gid = 0
         info.uname = info.gname = ""
         if chmod is not None and not info.issym():
             info.mode = chmod
