@@ -172,7 +172,8 @@ def test_errors_have_docker_status_and_wording(engine):
         engine.run("rm", "-f", "kbt-err", check=True)
     gone = engine.run("kill", "kbt-nope")
     assert gone.returncode != 0
-    assert "Error response from daemon: No such container: kbt-nope" in gone.stderr
+    assert ("Error response from daemon: Cannot kill container: kbt-nope: No such container: "
+            "kbt-nope") in gone.stderr
     engine.run("create", "--name", "kbt-err", "busybox", "sh", "-c", "echo a b", check=True)
     try:
         stopped = engine.run("kill", "kbt-err")
@@ -336,9 +337,18 @@ def test_cli_answers_as_dockerd(engine):
         static = engine.run("run", "--rm", "--network", "none", "--ip", "10.1.1.1",
                             "busybox", "true")
         assert static.returncode == 125 and "user defined networks only" in static.stderr
+        # a created container has its host name
+        doc = engine.inspect("kbt-last")
+        assert doc["Config"]["Hostname"] == doc["Id"][:12]
         # a tail that is no count means everything
         engine.run("start", "-a", "kbt-last", check=True)
         assert engine.run("logs", "--tail", "abc", "kbt-last").returncode == 0
+        # a commit's history names the container's command
+        engine.run("commit", "kbt-last", "kbt-evt:2", check=True)
+        history = engine.run("history", "--no-trunc", "--format", "{{.CreatedBy}}",
+                             "kbt-evt:2", check=True).stdout
+        assert history.splitlines()[0] == "true"
+        engine.run("rmi", "kbt-evt:2", check=True)
         # image events as dockerd names them
         engine.run("tag", "busybox", "kbt-evt:1", check=True)
         image_id = engine.inspect("busybox")["Id"]

@@ -161,7 +161,8 @@ class StorageOperations:
             image_id = await asyncio.to_thread(
                 lambda: self.images.commit(c.id, reference=reference, changes=changes,
                                            config=image_config, comment=comment,
-                                           author=author, container_config=c.doc["Config"]))
+                                           author=author, container_config=c.doc["Config"],
+                                           created_by=" ".join(base.get("Cmd") or [])))
         except ValueError as err:
             raise InvalidParameter(str(err)) from None
         finally:

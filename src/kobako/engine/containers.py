@@ -364,8 +364,10 @@ class ContainerService(StorageOperations):
 
         created_ts = time.time()
         merged_config = self._merge_config(config, image_config)
-        if host_config.get("NetworkMode") == "host" and not merged_config.get("Hostname"):
-            merged_config["Hostname"] = _read("/etc/hostname").strip()
+        if not merged_config.get("Hostname"):  # as dockerd, from the create on
+            host_network = host_config.get("NetworkMode") == "host"
+            merged_config["Hostname"] = (_read("/etc/hostname").strip() if host_network
+                                         else cid[:12])
         doc = {
             "Id": cid,
             "Created": now_rfc3339(created_ts),
@@ -928,8 +930,11 @@ class ContainerService(StorageOperations):
             raise EngineError(f"cannot kill container {c.id}: {err}") from err
 
     async def kill(self, ref: str, signal: str | None) -> None:
-        c = self.get(ref)
         sig = parse_signal(signal or "SIGKILL")
+        try:
+            c = self.get(ref)
+        except NotFound as err:  # dockerd words every kill failure so
+            raise NotFound(f"Cannot kill container: {ref}: {err}") from None
         if await self._cancel_restart(c):
             return
         try:
@@ -1381,7 +1386,7 @@ class ContainerService(StorageOperations):
     # -- exec --------------------------------------------------------------------------
 
     async def exec_create(self, ref: str, config: dict) -> dict:
-        return await self.execs.create(self.get(ref), config)
+        return await self.execs.create(self.get(ref), config, ref)
 
     async def exec_start(self, exec_id: str, *, detach: bool, tty: bool,
                          detach_keys: str | None):

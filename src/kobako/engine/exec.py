@@ -64,11 +64,13 @@ class ExecService:
             raise NotFound(f"No such exec instance: {exec_id}")
         return instance
 
-    async def create(self, container, config: dict) -> dict:
+    async def create(self, container, config: dict, ref: str | None = None) -> dict:
+        """An exec in `container` (`ref`: how the client named it, for dockerd's words)."""
         if not container.running:
             raise Conflict(f"Container {container.id} is not running")
         if container.state.get("Paused"):
-            raise Conflict(f"Container {container.id} is paused, unpause the container before exec")
+            raise Conflict(f"Container {ref or container.id} is paused, unpause the container "
+                           "before exec")
         cmd = config.get("Cmd")
         if not cmd or not isinstance(cmd, list) or not all(isinstance(a, str) for a in cmd):
             raise InvalidParameter("No exec command specified")

@@ -804,6 +804,7 @@ class ImageService:
         comment: str = "",
         author: str = "",
         container_config: dict[str, Any] | None = None,
+        created_by: str = "",
     ) -> str:
         """docker commit: a new image of the container's image plus its changes."""
         from kobako.image.importer import apply_changes
@@ -820,7 +821,7 @@ class ImageService:
         if container_config is not None:
             extra["container_config"] = container_config
         return self.derive(base_id, apply_changes(config, changes or []),
-                           [{"author": author, "comment": comment}],
+                           [{"created_by": created_by, "author": author, "comment": comment}],
                            layer_from=container_id, extra=extra, reference=reference)
 
     def cached_step(self, parent: str | None, key: str) -> str | None:
