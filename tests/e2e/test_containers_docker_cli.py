@@ -337,6 +337,11 @@ def test_cli_answers_as_dockerd(engine):
         static = engine.run("run", "--rm", "--network", "none", "--ip", "10.1.1.1",
                             "busybox", "true")
         assert static.returncode == 125 and "user defined networks only" in static.stderr
+        # an image of another platform is not the one asked for
+        other = engine.run("create", "--platform", "linux/s390x", "--pull", "never", "busybox",
+                           "true")
+        assert other.returncode != 0
+        assert "does not match the specified platform: wanted linux/s390x" in other.stderr
         # a created container has its host name
         doc = engine.inspect("kbt-last")
         assert doc["Config"]["Hostname"] == doc["Id"][:12]

@@ -326,7 +326,7 @@ class ContainerService(StorageOperations):
                         "to reuse that name.")
         else:
             name = self._random_name()
-        image_id, image_config = await asyncio.to_thread(self._image, image_ref)
+        image_id, image_config = await asyncio.to_thread(self._image, image_ref, platform)
         try:
             command = oci_spec.resolve_command(config, image_config)
         except ValueError as err:
@@ -418,14 +418,28 @@ class ContainerService(StorageOperations):
         self._event(c, "create")
         return {"Id": cid, "Warnings": warnings}
 
-    def _image(self, ref: str) -> tuple[str, dict]:
+    def _image(self, ref: str, platform: str | None = None) -> tuple[str, dict]:
+        """The image to create from, which must be of the platform asked for, if any (a
+        404 otherwise: the docker CLI then pulls that platform, as from dockerd)."""
+        from kobako.image import media
         from kobako.image.errors import NotFound as ImageNotFound
 
         try:
             image_id = self.images.resolve(ref)
         except ImageNotFound as err:
             raise NotFound(str(err)) from None  # "No such image: busybox:latest", as dockerd
-        return image_id, (self.images.config(image_id).get("config") or {})
+        config = self.images.config(image_id)
+        if platform:
+            try:
+                wanted = media.parse_platform(platform)
+            except ImageError as err:
+                raise InvalidParameter(str(err)) from None
+            actual = media.Platform(config.get("os") or "linux",
+                                    config.get("architecture") or "", config.get("variant") or "")
+            if not wanted.matches(actual):
+                raise NotFound(f"image with reference {ref} was found but does not match the "
+                               f"specified platform: wanted {wanted}, actual: {actual}")
+        return image_id, (config.get("config") or {})
 
     def _merge_config(self, config: dict, image_config: dict) -> dict:
         """Config as inspect shows it: Docker's empty fields, then the image's merged in."""
