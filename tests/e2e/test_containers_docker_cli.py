@@ -366,6 +366,33 @@ def test_cli_answers_as_dockerd(engine):
         engine.run("rm", "-f", "kbt-last")
 
 
+def test_network_none_has_a_sandbox_and_network_events(engine):
+    """As dockerd: a --network none container's namespace is a file (SandboxKey) with lo
+    up; network connect/disconnect events come around its start and its end."""
+    engine.run("run", "-d", "--name", "kbt-sandbox", "--network", "none", "busybox",
+               "sleep", "300", check=True)
+    try:
+        doc = engine.inspect("kbt-sandbox")
+        key = doc["NetworkSettings"]["SandboxKey"]
+        assert key and len(doc["NetworkSettings"]["SandboxID"]) == 64
+        assert doc["NetworkSettings"]["Networks"]["none"]["EndpointID"]
+        pid = doc["State"]["Pid"]
+        assert os.stat(key).st_ino == os.stat(f"/proc/{pid}/ns/net").st_ino
+        links = engine.run("exec", "kbt-sandbox", "ip", "-o", "link", check=True).stdout
+        assert len(links.splitlines()) == 1 and "lo:" in links and "UP" in links
+        engine.run("stop", "-t", "0", "kbt-sandbox", check=True)
+        assert not os.path.exists(key)
+        assert engine.inspect("kbt-sandbox")["NetworkSettings"]["SandboxKey"] == ""
+        time.sleep(1.1)  # --until counts in whole seconds
+        events = engine.run("events", "--since", "30s", "--until", "0s", "--filter",
+                            "type=network", "--format", "{{.Action}} {{.Actor.Attributes.name}}"
+                            " {{.Actor.Attributes.container}}", check=True).stdout.splitlines()
+        assert [e for e in events if e.endswith(doc["Id"])] == [
+            f"connect none {doc['Id']}", f"disconnect none {doc['Id']}"]
+    finally:
+        engine.run("rm", "-f", "kbt-sandbox")
+
+
 def test_rename_errors_and_a_signal_to_a_paused_container(engine):
     engine.run("run", "-d", "--name", "kbt-paused", "busybox", "sh", "-c",
                "trap 'echo got TERM; exit 7' TERM; while true; do sleep 0.1; done", check=True)

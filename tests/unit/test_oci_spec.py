@@ -279,8 +279,8 @@ def test_init(rootfs):
                  "disableOOMKiller": True}}),
     ({"MemorySwappiness": -1}, {"memory": {"disableOOMKiller": False}}),
     ({"PidsLimit": 100}, {"pids": {"limit": 100}}),
-    ({"PidsLimit": 0}, {"pids": {"limit": -1}}),
-    ({"PidsLimit": -1}, {"pids": {"limit": -1}}),
+    ({"PidsLimit": 0}, {}),  # unlimited: dockerd keeps no limit (null in inspect)
+    ({"PidsLimit": -1}, {}),
     ({"PidsLimit": None}, {}),
     ({"BlkioWeight": 300}, {"blockIO": {"weight": 300}}),
 ])

@@ -393,7 +393,7 @@ class ContainerService(StorageOperations):
             "ExecIDs": None,
             "HostConfig": host_config_defaults(host_config),
             "GraphDriver": {"Name": getattr(self.images, "driver", "overlay2"),
-                            "Data": {"MergedDir": spec.target, "UpperDir": spec.upper or ""}},
+                            "Data": _graph_driver_data(spec)},
             "Mounts": [],
             "Config": merged_config,
             "NetworkSettings": network_settings(host_config),
@@ -891,14 +891,13 @@ class ContainerService(StorageOperations):
                     self.store.update(c.doc)
                     return
                 c.doc["RestartCount"] = c.doc.get("RestartCount", 0) + 1
-                try:
+                try:  # its event is "start" only, as dockerd's
                     await self._start(c)
                 except EngineError as err:
                     log.warning("restart of %s failed: %s", c.id, err)
                     c.state["Status"] = "exited"
                     self.store.update(c.doc)
                     return
-            self._event(c, "restart")
 
         c.restart_task = asyncio.get_running_loop().create_task(restart_later())
         return True
@@ -1501,6 +1500,16 @@ def _resolv_conf(host_config: dict, host_network: bool, embedded_dns: bool = Fal
     # a loopback resolver of the host is unreachable from the container's own network
     return "".join(line + "\n" for line in text.splitlines()
                    if not re.match(r"\s*nameserver\s+(127\.|::1)", line))
+
+
+def _graph_driver_data(spec) -> dict:
+    """GraphDriver.Data as dockerd's overlay2 shows it: where the layers of the rootfs are
+    (the init layer first among the lower ones)."""
+    data = {"MergedDir": spec.target, "UpperDir": spec.upper or ""}
+    if spec.type == "overlay":
+        data["LowerDir"] = ":".join(spec.lower)
+        data["WorkDir"] = os.path.join(os.path.dirname(spec.upper or ""), "work")
+    return data
 
 
 # the generated /etc files and where inspect names them

@@ -109,7 +109,7 @@ class EventBus:
     def publish(self, type_: str, action: str, actor_id: str,
                 attributes: Mapping[str, str] | None = None, scope: str = "local",
                 when: float | None = None) -> dict[str, Any]:
-        now_ns = int((time.time() if when is None else when) * 1e9)
+        now_ns = time.time_ns() if when is None else int(when * 1e9)
         attrs = dict(attributes or {})
         ev: dict[str, Any] = {
             "Type": type_, "Action": action,

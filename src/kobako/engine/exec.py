@@ -38,7 +38,7 @@ class ExecInstance:
                 "entrypoint": cmd[0] if cmd else "",
                 "arguments": cmd[1:],
                 "privileged": bool(self.config.get("Privileged")),
-                "user": self.config.get("User") or "",
+                **({"user": self.config["User"]} if self.config.get("User") else {}),
             },
             "OpenStdin": bool(self.config.get("AttachStdin")),
             "OpenStderr": bool(self.config.get("AttachStderr")),
@@ -56,7 +56,9 @@ class ExecService:
         self.instances: dict[str, ExecInstance] = {}
 
     def ids_of(self, container_id: str) -> list[str]:
-        return [e.id for e in self.instances.values() if e.container.id == container_id]
+        """A container's ExecIDs: those that have not ended (dockerd forgets them then)."""
+        return [e.id for e in self.instances.values()
+                if e.container.id == container_id and e.exit_code is None]
 
     def get(self, exec_id: str) -> ExecInstance:
         instance = self.instances.get(exec_id)

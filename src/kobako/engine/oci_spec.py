@@ -224,6 +224,11 @@ def adapt_host_config(host_config: dict, cgroup_mode: str | None = None) -> dict
         hc["CgroupnsMode"] = default_cgroupns_mode(bool(hc.get("Privileged")), cgroup_mode)
     if hc.get("OomKillDisable") is None:
         hc["OomKillDisable"] = False
+    # what the docker CLI sends for "not set" is null in dockerd's inspect
+    if hc.get("MemorySwappiness") == -1:
+        hc["MemorySwappiness"] = None
+    if hc.get("PidsLimit") is not None and hc["PidsLimit"] <= 0:
+        hc["PidsLimit"] = None  # 0 and -1: unlimited (moby's router)
     if not hc.get("Privileged"):  # inspect shows what will be masked
         if hc.get("MaskedPaths") is None:
             hc["MaskedPaths"] = default_masked_paths()

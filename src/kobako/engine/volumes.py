@@ -453,9 +453,9 @@ class VolumeService:
                 if (driver_cfg.get("Name") or LOCAL_DRIVER) != LOCAL_DRIVER:
                     raise NotFound(f'error looking up volume plugin {driver_cfg["Name"]}: '
                                    f'plugin "{driver_cfg["Name"]}" not found')
-                mounts[spec.destination] = {
+                mounts[spec.destination] = {  # "z": dockerd's setBindModeIfNull for them
                     "Type": "volume", "Name": spec.source, "Source": "",
-                    "Destination": spec.destination, "Driver": LOCAL_DRIVER, "Mode": "",
+                    "Destination": spec.destination, "Driver": LOCAL_DRIVER, "Mode": "z",
                     "RW": not spec.read_only, "Propagation": ""}
                 if options.get("NoCopy"):
                     nocopy.append(spec.destination)

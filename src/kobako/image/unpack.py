@@ -199,6 +199,7 @@ class Unpacker:
         elif m.issym():
             self._check_symlink(rel, m.linkname)
             os.symlink(m.linkname, base, dir_fd=pfd)
+            self.size += len(m.linkname.encode())  # its lstat size, which dockerd counts too
             self._attrs_nofollow(pfd, base, m, rel)
         elif m.islnk():
             self._hardlink(m, base, pfd)

@@ -19,6 +19,7 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
+from kobako.linux.loopback import loopback_up
 from kobako.linux.syscalls import CLONE_NEWNET, MNT_DETACH, MS_BIND, SyscallError, real
 
 T = TypeVar("T")
@@ -46,8 +47,9 @@ def _on_fresh_thread(fn: Callable[[], T]) -> T:
     return box["result"]  # type: ignore[return-value]
 
 
-def create(path: str) -> None:
-    """A new, empty network namespace bind-mounted at `path` (lo down, as the kernel makes it)."""
+def create(path: str, loopback: bool = False) -> None:
+    """A new, empty network namespace bind-mounted at `path`; lo down, as the kernel makes
+    it, unless `loopback` (when nothing else will set the namespace up)."""
     os.makedirs(os.path.dirname(path), mode=0o711, exist_ok=True)
     fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
     os.close(fd)
@@ -55,6 +57,8 @@ def create(path: str) -> None:
     def make() -> None:
         sys = real()
         sys.unshare(CLONE_NEWNET)
+        if loopback:
+            loopback_up()
         sys.mount(f"/proc/self/task/{threading.get_native_id()}/ns/net", path, None, MS_BIND)
 
     try:

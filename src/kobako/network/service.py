@@ -508,6 +508,10 @@ class NetworkService:
 
     async def on_start(self, doc: dict) -> str | None:
         mode = self._mode(doc)
+        if mode in ("host", "none"):  # dockerd's network events come for these too
+            self._event("connect", self.get(mode), {"container": doc["Id"]})
+        if mode == "none":
+            return await self._sandbox_only(doc)
         if self._special(mode):
             return None
         cid = doc["Id"]
@@ -525,19 +529,35 @@ class NetworkService:
                 if os.path.exists(ns_path):
                     netns.remove(ns_path)
                 await asyncio.to_thread(netns.create, ns_path)
-                for index, net in enumerate(self._container_networks(doc)):
+                attached = self._container_networks(doc)
+                for index, net in enumerate(attached):
                     await self._attach(doc, net, f"eth{index}", default_route=index == 0)
                 doc["NetworkSettings"]["Ports"] = portmap.ports_doc(
                     bindings, doc["Config"].get("ExposedPorts"))
-                doc["NetworkSettings"]["SandboxKey"] = ns_path
-                doc["NetworkSettings"]["SandboxID"] = hashlib.sha256(
-                    ns_path.encode()).hexdigest()
+                self._fill_sandbox(doc, ns_path)
                 self._fill_primary(doc)
                 await self._apply()
             except BaseException:
                 await self._detach_all(doc)
                 raise
+        for net in attached:
+            self._event("connect", net, {"container": cid})
         return ns_path
+
+    async def _sandbox_only(self, doc: dict) -> str:
+        """--network none: a namespace with only lo, kept as a file like the others, so
+        SandboxKey names it (nsenter, `kobako netns expose`), as dockerd's sandbox."""
+        ns_path = self._ns_path(doc["Id"])
+        if os.path.exists(ns_path):
+            netns.remove(ns_path)
+        await asyncio.to_thread(netns.create, ns_path, True)
+        self._fill_sandbox(doc, ns_path)
+        doc["NetworkSettings"]["Networks"]["none"]["EndpointID"] = secrets.token_hex(32)
+        return ns_path
+
+    def _fill_sandbox(self, doc: dict, ns_path: str) -> None:
+        doc["NetworkSettings"]["SandboxKey"] = ns_path
+        doc["NetworkSettings"]["SandboxID"] = hashlib.sha256(ns_path.encode()).hexdigest()
 
     async def _attach(self, doc: dict, net: Network, ifname: str, default_route: bool) -> None:
         cid = doc["Id"]
@@ -613,7 +633,13 @@ class NetworkService:
 
     async def on_stop(self, doc: dict) -> None:
         await asyncio.to_thread(self._unexpose, doc["Id"])
-        if self._special(self._mode(doc)) and doc["Id"] not in self.ports:
+        mode = self._mode(doc)
+        if mode in ("host", "none"):
+            self._event("disconnect", self.get(mode), {"container": doc["Id"]})
+        if mode == "none":  # its namespace only: nothing of the network lock's
+            await self._detach_all(doc)
+            return
+        if self._special(mode) and doc["Id"] not in self.ports:
             return
         async with self.lock:
             await self._detach_all(doc)
@@ -627,6 +653,8 @@ class NetworkService:
             if ep.container_id == cid:
                 await bridge.delete_link(ep.host_ifname)
                 self.store.delete_endpoint(ep.network_id, cid)
+                if ep.network_id in self.nets:
+                    self._event("disconnect", self.nets[ep.network_id], {"container": cid})
         await asyncio.to_thread(netns.remove, self._ns_path(cid))
         settings = doc["NetworkSettings"]
         for entry in (settings.get("Networks") or {}).values():

@@ -21,10 +21,11 @@ import socket
 import sys as _sys
 
 from kobako.linux import syscalls as sc
+from kobako.linux.loopback import loopback_up
 
 from . import hooks
 from .errors import RuntimeFailure
-from .namespaces import NAMESPACES, NamespacePlan, loopback_up, write_time_offsets
+from .namespaces import NAMESPACES, NamespacePlan, write_time_offsets
 
 
 class ChildFailed(RuntimeFailure):
