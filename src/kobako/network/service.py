@@ -552,7 +552,8 @@ class NetworkService:
             netns.remove(ns_path)
         await asyncio.to_thread(netns.create, ns_path, True)
         self._fill_sandbox(doc, ns_path)
-        doc["NetworkSettings"]["Networks"]["none"]["EndpointID"] = secrets.token_hex(32)
+        networks = doc["NetworkSettings"].setdefault("Networks", {})
+        networks.setdefault("none", {})["EndpointID"] = secrets.token_hex(32)
         return ns_path
 
     def _fill_sandbox(self, doc: dict, ns_path: str) -> None:
