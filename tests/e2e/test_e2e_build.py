@@ -357,3 +357,24 @@ def test_a_build_cancelled_by_its_client_leaves_nothing_running(engine, tmp_path
     while engine.run("ps", "-aq", check=True).stdout.strip() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert no_containers_left(engine)
+
+
+def test_history_records_steps_as_dockerd(engine, tmp_path):
+    """The classic builder's words for config steps: Go's list formats, the stage's
+    shell, WORKDIR's single space."""
+    context = write(tmp_path, {"Dockerfile": (
+        'FROM busybox\nENV A=1 B="two words"\nWORKDIR app\nVOLUME /data /d2\n'
+        'CMD echo hi\nENTRYPOINT ["cat"]\nSHELL ["/bin/sh", "-xc"]\nUSER 1000\n')})
+    build(engine, context, "-t", "kbt-build/hist:1")
+    history = engine.run("history", "--no-trunc", "--format", "{{.CreatedBy}}",
+                         "kbt-build/hist:1", check=True).stdout.splitlines()
+    assert history[:7] == [
+        "/bin/sh -xc #(nop)  USER 1000",
+        "/bin/sh -xc #(nop)  SHELL [/bin/sh -xc]",  # its own shell already
+        '/bin/sh -c #(nop)  ENTRYPOINT ["cat"]',
+        '/bin/sh -c #(nop)  CMD ["/bin/sh" "-c" "echo hi"]',
+        "/bin/sh -c #(nop)  VOLUME [/data /d2]",
+        "/bin/sh -c #(nop) WORKDIR /app",
+        "/bin/sh -c #(nop)  ENV A=1 B=two words",
+    ]
+    engine.run("rmi", "kbt-build/hist:1", check=True)

@@ -133,7 +133,7 @@ class Builder:
         if self.options.labels:
             stage.config["Labels"] = {**(stage.config.get("Labels") or {}),
                                       **self.options.labels}
-            stage.history.append(_nop("LABEL " + " ".join(
+            stage.history.append(_nop(stage.config, "LABEL " + " ".join(
                 f"{k}={v}" for k, v in self.options.labels.items())))
         image_id = await self._commit(stage)
         unused = sorted(set(self.options.build_args) - self.used_args - BUILTIN_ARGS)
@@ -266,7 +266,8 @@ class Builder:
             except ValueError as err:
                 raise BuildFailed(str(err)) from None
         # as dockerd's classic builder, every step is an image (a cache point too)
-        stage.history.append(_nop(ins.original))
+        stage.history.append(_nop(stage.config, _step_comment(ins, args, stage.config),
+                                  joined=ins.keyword == "WORKDIR"))
         await self._commit(stage, quiet=False)
 
     def _declare(self, ins: dockerfile.Instruction, env: dict[str, str],
@@ -534,8 +535,31 @@ def _short(image_or_container: str | None) -> str:
     return (image_or_container or "").removeprefix("sha256:")[:12]
 
 
-def _nop(text: str) -> dict[str, Any]:
-    return {"created_by": f"/bin/sh -c #(nop)  {text}"}
+def _step_comment(ins: dockerfile.Instruction, args: list[str], config: dict[str, Any]) -> str:
+    """What dockerd's classic builder writes of a config step in the image's history
+    (Go's %v and %q of lists: `[a b]`, `["a" "b"]`)."""
+    keyword = ins.keyword
+    if keyword in ("ENV", "LABEL"):
+        pairs = zip(args[::2], args[1::2], strict=True)  # apply() checked them
+        return keyword + "".join(f" {k}={v}" for k, v in pairs)
+    if keyword in ("CMD", "ENTRYPOINT"):
+        command = config.get("Cmd" if keyword == "CMD" else "Entrypoint") or []
+        quoted = " ".join(json.dumps(a, ensure_ascii=False) for a in command)
+        return f"{keyword} [{quoted}]"
+    if keyword in ("VOLUME", "SHELL"):
+        return f"{keyword} [{' '.join(args)}]"
+    if keyword == "WORKDIR":
+        return f"WORKDIR {config.get('WorkingDir')}"
+    if keyword in ("EXPOSE", "USER", "STOPSIGNAL", "MAINTAINER"):
+        return f"{keyword} {' '.join(args)}"
+    return ins.original  # ARG, ONBUILD, HEALTHCHECK
+
+
+def _nop(config: dict[str, Any], text: str, joined: bool = False) -> dict[str, Any]:
+    """A config step's history entry as dockerd writes it: the stage's shell, "#(nop) "
+    and the comment as one more word (two spaces), or in the same word for WORKDIR."""
+    shell = " ".join(config.get("Shell") or ["/bin/sh", "-c"])
+    return {"created_by": f"{shell} #(nop) {'' if joined else ' '}{text}"}
 
 
 def _chmod(text: str | None) -> int | None:
