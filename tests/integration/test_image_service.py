@@ -169,6 +169,13 @@ def test_busybox_bootstrap_run_commit_export_rmi(svc, tmp_path):
     svc.test_used.add(image_id)
     with pytest.raises(Conflict):
         svc.remove(image_id)
+    changes = io.BytesIO()
+    svc.container_diff(cid, changes)
+    changes.seek(0)
+    changed = tarfile.open(fileobj=changes).getnames()
+    # the init layer is under the container's changes (both drivers), never in them
+    assert "root/greeting" in changed
+    assert not {".dockerenv", "etc/mtab", "proc", "dev/console"} & set(changed)
     new_id = svc.commit(cid, reference="kbtest/committed:1", changes=["CMD [\"cat\"]"])
     assert svc.get(new_id).parent == image_id
     view = merged_view(svc, "kbtest/committed:1")
@@ -179,6 +186,7 @@ def test_busybox_bootstrap_run_commit_export_rmi(svc, tmp_path):
     buf.seek(0)
     names = tarfile.open(fileobj=buf).getnames()
     assert "root/greeting" in names and not any(n.startswith("usr/sbin") for n in names)
+    assert ".dockerenv" in names  # an export is what the container sees
     svc.release(cid)
     svc.test_used.discard(image_id)
     with pytest.raises(Conflict):  # child image depends on it

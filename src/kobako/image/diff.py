@@ -128,8 +128,9 @@ def _same(a: os.stat_result, b: os.stat_result, pa: str, pb: str) -> bool:
     return a.st_size == b.st_size and a.st_mtime_ns == b.st_mtime_ns
 
 
-def write_naive_diff(base: str, new: str, out: BinaryIO) -> int:
-    """A layer tar of what changed from `base` to `new` (the vfs driver's commit)."""
+def write_naive_diff(base: str | None, new: str, out: BinaryIO, init: str | None = None) -> int:
+    """A layer tar of what changed from `base` (None: nothing) to `new` (the vfs driver's
+    commit); what `init` has counts as in the base, over it (Docker's init layer)."""
     w = LayerTarWriter(out)
     emitted_dirs: set[str] = set()
 
@@ -142,7 +143,9 @@ def write_naive_diff(base: str, new: str, out: BinaryIO) -> int:
                 w.add(os.path.join(new, d), d)
 
     for path, name, st in _walk(new):
-        other = os.path.join(base, name)
+        other = os.path.join(base or "", name) if base else ""
+        if init and os.path.lexists(os.path.join(init, name)):
+            other = os.path.join(init, name)
         try:
             ost = os.lstat(other)
         except FileNotFoundError:
@@ -153,7 +156,7 @@ def write_naive_diff(base: str, new: str, out: BinaryIO) -> int:
         if stat.S_ISDIR(st.st_mode):
             emitted_dirs.add(name)
         w.add(path, name)
-    for _path, name, st in _walk(base):
+    for _path, name, st in _walk(base) if base else ():
         parent = os.path.dirname(name)
         if parent and not os.path.isdir(os.path.join(new, parent)):
             continue  # the whole parent went away: one whiteout covers it

@@ -786,11 +786,10 @@ class ImageService:
 
         if self.driver == "vfs":
             chains = self.container_image_chains(container_id)
-            upper = str(self.snapshots.upper_dir(container_id))
-            if chains:
-                diff.write_naive_diff(str(self.snapshots.lower_path(chains[-1])), upper, out)
-            else:
-                diff.write_tree(upper, out)
+            base = str(self.snapshots.lower_path(chains[-1])) if chains else None
+            init = self.snapshots.init_dir(container_id)
+            diff.write_naive_diff(base, str(self.snapshots.upper_dir(container_id)), out,
+                                  init=str(init) if init and init.is_dir() else None)
             return
         diff.write_overlay_diff(str(self.snapshots.upper_dir(container_id)), out)
 

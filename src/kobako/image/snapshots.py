@@ -304,6 +304,9 @@ class VfsSnapshotter(Snapshotter):
     name = "vfs"
     parallel_unpack = False
 
+    def init_dir(self, container_id):
+        return self.container_dir(container_id) / "init"
+
     def unpack(self, stream, parent_chain, compression=None):
         tmp = self.root / f"tmp-{uuid.uuid4().hex}"
         tmp.mkdir()
@@ -327,17 +330,22 @@ class VfsSnapshotter(Snapshotter):
                 _copy_tree(self.lower_path(chain_ids[-1]), rootfs)
             else:
                 rootfs.mkdir()
+            # the init layer over the image's files, kept apart too so that the diff
+            # can leave it out as overlay's lowerdir does
+            write_init_layer(d / "init")
+            _copy_tree(d / "init", rootfs, into=True)
         (d / "merged").mkdir(exist_ok=True)
         return MountSpec(type="bind", source=str(rootfs), target=str(d / "merged"),
                          options=["bind"], upper=str(rootfs))
 
 
-def _copy_tree(src: pathlib.Path, dst: pathlib.Path) -> None:
-    """A faithful copy (owners, modes, xattrs, devices, hardlinks) via cp -a."""
+def _copy_tree(src: pathlib.Path, dst: pathlib.Path, into: bool = False) -> None:
+    """A faithful copy (owners, modes, xattrs, devices, hardlinks) via cp -a; `into`: the
+    contents of src over the existing dst."""
     if not src.is_dir():
         raise NotFound(f"layer directory {src} missing")
     proc = subprocess.run(
-        ["cp", "-a", "--reflink=auto", "--", str(src), str(dst)],
+        ["cp", "-a", "--reflink=auto", "--", f"{src}/." if into else str(src), str(dst)],
         capture_output=True, text=True,
     )
     if proc.returncode != 0:
