@@ -21,8 +21,11 @@ def exchange(answer: bytes, *, method: str = "GET", body=None, headers=None,
         theirs.settimeout(5)
         while b"\r\n\r\n" not in received:
             received.extend(theirs.recv(65536))
-        if body is not None:
-            while not received.endswith(b"0\r\n\r\n") and not isinstance(body, bytes):
+        if isinstance(body, bytes):  # all of it, before answering and closing
+            while len(received) < received.index(b"\r\n\r\n") + 4 + len(body):
+                received.extend(theirs.recv(65536))
+        elif body is not None:
+            while not received.endswith(b"0\r\n\r\n"):
                 received.extend(theirs.recv(65536))
         if dribble:  # one byte at a time: every parser boundary gets exercised
             for i in range(len(answer)):
