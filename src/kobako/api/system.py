@@ -59,7 +59,11 @@ def version_doc() -> dict[str, Any]:
     }
     return {
         "Platform": {"Name": "kobako Engine"},
-        "Components": [{"Name": "Engine", "Version": v.SERVER_VERSION, "Details": details}],
+        # `docker version` prints a section for each (dockerd lists containerd and runc;
+        # the runtime here is kobako's own)
+        "Components": [{"Name": "Engine", "Version": v.SERVER_VERSION, "Details": details},
+                       {"Name": "kobako-runtime", "Version": v.SERVER_VERSION,
+                        "Details": {"GitCommit": v.GIT_COMMIT}}],
         "Version": v.SERVER_VERSION, "ApiVersion": v.MAX_API_VERSION,
         "MinAPIVersion": v.MIN_API_VERSION, "GitCommit": v.GIT_COMMIT,
         "GoVersion": v.GO_VERSION, "Os": "linux", "Arch": go_arch(),
