@@ -113,17 +113,22 @@ COPY --chown=1000:1000 --chmod=640 a.txt /owned/
 COPY --chown=nobody:nogroup a.txt /named/a.txt
 ADD bundle.tar.gz /unpacked/
 COPY a.txt /tmp/inside-tmp
+COPY --chown=1234:1234 sub /new/deep/
+COPY --chown=1234:1234 sub /tmp/
 """
     context = write(tmp_path, {"Dockerfile": dockerfile, "a.txt": "a\n", "x.log": "x\n",
-                               "y.log": "y\n", "bundle.tar.gz": layer.getvalue()})
+                               "y.log": "y\n", "bundle.tar.gz": layer.getvalue(),
+                               "sub/s.txt": "s\n"})
     build(engine, context, "-t", "kbt-build/copy:1")
     script = ("cat /file-named-so; ls /logs; stat -c '%u:%g %a' /owned/a.txt; "
               "stat -c '%U:%G' /named/a.txt; cat /unpacked/inner/file.txt; "
-              "stat -c '%a' /tmp")
+              "stat -c '%a' /tmp; stat -c '%u %a' /new /new/deep /new/deep/s.txt /tmp")
     out = engine.run("run", "--rm", "--network", "none", "kbt-build/copy:1", "sh", "-c",
                      script, check=True).stdout.split("\n")
     assert out[:7] == ["a", "x.log", "y.log", "1000:1000 640", "nobody:nogroup",
                        "from the archive", "1777"]  # an existing /tmp keeps its mode
+    # --chown: the directories the copy made are the user's, those that were there not
+    assert out[7:11] == ["1234 755", "1234 755", "1234 644", "0 1777"]
     engine.run("rmi", "kbt-build/copy:1", check=True)
 
 

@@ -16,9 +16,11 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import hashlib
+import io
 import json
 import logging
 import os
+import posixpath
 import tarfile
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -26,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from kobako.engine.errors import EngineError, InvalidParameter
+from kobako.engine.errors import NotFound as EngineNotFound
 from kobako.image import config_changes, dockerfile
 from kobako.image.errors import NotFound as ImageNotFound
 
@@ -385,7 +388,12 @@ class Builder:
             if stage.image_id is None:  # FROM scratch: the tar is the layer itself
                 await self._derive(stage, {"created_by": created_by}, layer_tar=layer)
             else:
-                await self._extract_and_derive(stage, layer, created_by, ins.flags.get("chown"))
+                # the directory the files go into: dest itself, or a file's parent
+                into = dest_path.endswith("/") or into_dir or any(
+                    os.path.isdir(os.path.realpath(p)) for p in paths)
+                target_dir = dest_path.rstrip("/") if into else posixpath.dirname(dest_path)
+                await self._extract_and_derive(stage, layer, created_by,
+                                               ins.flags.get("chown"), target_dir or "/")
             await self._remember(parent, key, stage.image_id)
 
     async def _source_root(self, ref: str, tmp: str) -> str:
@@ -403,19 +411,44 @@ class Builder:
         return root
 
     async def _extract_and_derive(self, stage: Stage, layer: str, created_by: str,
-                                  chown: str | None) -> None:
+                                  chown: str | None, target_dir: str = "/") -> None:
         """Extract the layer tar into a created container of the stage's image (with
-        --chown as its user, so names resolve in the image) and commit that."""
+        --chown as its user, so names resolve in the image) and commit that. With
+        --chown, the directories the copy creates up to `target_dir` are that user's
+        too (dockerd's MkdirAllAndChownNew); those that were there stay as they were."""
         config = {"Image": stage.image_id, "Cmd": ["true"], "User": chown or ""}
         cid = (await self.containers.create(config, {"NetworkMode": "none"}, {}, None,
                                             None))["Id"]
         try:
+            new_dirs = await self._missing_dirs(cid, target_dir) if chown else []
             with open(layer, "rb") as f:
                 await self.containers.archive_put(cid, "/", f, no_overwrite_dir_non_dir=False,
                                                   copy_uid_gid=bool(chown))
+            if new_dirs:
+                dirs = io.BytesIO()
+                with tarfile.open(fileobj=dirs, mode="w", format=tarfile.PAX_FORMAT) as tf:
+                    for path in new_dirs:
+                        info = tarfile.TarInfo(path.lstrip("/"))
+                        info.type, info.mode = tarfile.DIRTYPE, 0o755
+                        tf.addfile(info)
+                dirs.seek(0)
+                await self.containers.archive_put(cid, "/", dirs, no_overwrite_dir_non_dir=False,
+                                                  copy_uid_gid=True)
             await self._derive(stage, {"created_by": created_by}, cid)
         finally:
             await self.containers.remove(cid, force=True, volumes=True, link=False)
+
+    async def _missing_dirs(self, cid: str, path: str) -> list[str]:
+        """`path` and those of its parents the container does not have, top first."""
+        missing: list[str] = []
+        while path not in ("/", ""):
+            try:
+                await self.containers.archive_stat(cid, path)
+                break
+            except EngineNotFound:
+                missing.insert(0, path)
+                path = posixpath.dirname(path)
+        return missing
 
     async def _derive(self, stage: Stage, entry: dict[str, Any], container: str | None = None,
                       layer_tar: str | None = None) -> None:
