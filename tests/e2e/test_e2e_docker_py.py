@@ -282,3 +282,10 @@ def test_build_steps_are_images_and_cache_from_limits_the_cache(client):
     finally:
         for tag in ("kbp-cache:1", "kbp-cache:2", "kbp-cache:3"):
             client.images.remove(tag, force=True)
+
+
+def test_loading_what_is_no_archive_is_an_image_load_error(client):
+    """dockerd answers 200 and puts the error in the stream: docker-py's ImageLoadError."""
+    for data in (b"abc", b"\x1f\x8b" + b"\x00" * 100):  # no tar; a broken gzip
+        with pytest.raises(docker.errors.ImageLoadError):
+            client.images.load(data)

@@ -240,13 +240,16 @@ def load(service: ImageService, source: BinaryIO | str,
     """Load images from a docker-archive or OCI-layout tar; returns Docker's
     "Loaded image: name:tag" / "Loaded image ID: sha256:..." lines."""
     with tempfile.TemporaryDirectory(dir=service.tmp) as tmpd:
-        archive = _Archive(source, tmpd)
-        if archive.has("manifest.json"):
-            out = _load_docker(service, archive, progress)
-        elif archive.has("index.json"):
-            out = _load_oci(service, archive, progress)
-        else:
-            raise InvalidParameter("archive has neither manifest.json nor index.json")
+        try:
+            archive = _Archive(source, tmpd)
+            if archive.has("manifest.json"):
+                out = _load_docker(service, archive, progress)
+            elif archive.has("index.json"):
+                out = _load_oci(service, archive, progress)
+            else:
+                raise InvalidParameter("archive has neither manifest.json nor index.json")
+        except (tarfile.TarError, EOFError) as err:  # not a tar, or a truncated one
+            raise InvalidParameter(f"invalid archive: {err}") from None
     for line in out:
         if progress:
             progress({"stream": line + "\n"})
