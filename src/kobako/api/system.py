@@ -167,8 +167,8 @@ async def info(request: Request) -> Response:
         "Architecture": platform.machine(),
         "IndexServerAddress": "https://index.docker.io/v1/",
         "RegistryConfig": {
-            "AllowNondistributableArtifactsCIDRs": None,
-            "AllowNondistributableArtifactsHostnames": None,
+            "AllowNondistributableArtifactsCIDRs": [],
+            "AllowNondistributableArtifactsHostnames": [],
             "InsecureRegistryCIDRs": insecure,
             "IndexConfigs": index_configs,
             "Mirrors": list(cfg.registry_mirrors),

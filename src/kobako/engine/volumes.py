@@ -277,7 +277,7 @@ class VolumeService:
             if not self._list_match(v, refs.get(v.name, []), filters):
                 continue
             result.append(self._document(v))
-        return {"Volumes": result, "Warnings": []}
+        return {"Volumes": result, "Warnings": None}  # null, as dockerd
 
     @staticmethod
     def _list_match(v: Volume, refs: list[str], filters: Mapping[str, list[str]]) -> bool:
