@@ -155,6 +155,11 @@ def test_hostnames_shared_files_host_gateway_and_ndots(engine):
                                "kbn-main"))
         short = run(engine, "inspect", "-f", "{{.Id}}", "kbn-main")[:12]
         assert names == ["kbn-main", "al", short, "mainhost"]
+        # an older API's view: the short ID among the aliases, no DNSNames yet
+        old_api = {**engine.env(), "DOCKER_API_VERSION": "1.41"}
+        old = json.loads(engine.docker("inspect", "kbn-main", env=old_api).stdout)[0]
+        entry = old["NetworkSettings"]["Networks"]["kbn-names"]
+        assert entry["Aliases"][-1] == short and "DNSNames" not in entry
         found = run(engine, "run", "--rm", "--network", "kbn-names", "busybox",
                     "nslookup", "mainhost")
         assert ip in found

@@ -8,7 +8,8 @@ import logging
 from collections.abc import Awaitable
 from typing import Any
 
-from kobako.api.context import ctx
+from kobako.api import version as v
+from kobako.api.context import API_VERSION, ctx
 from kobako.api.errors import BadRequest
 from kobako.api.http import Request, Response, StreamResponse, WebSocket, json_response
 from kobako.api.params import (
@@ -73,7 +74,17 @@ async def list_containers(request: Request) -> Response:
 
 async def inspect(request: Request) -> Response:
     svc = ctx(request).containers
-    return json_response(await svc.inspect(_ref(request), bool_param(request, "size")))
+    doc = await svc.inspect(_ref(request), bool_param(request, "size"))
+    version = v.parse(request[API_VERSION])
+    for entry in (doc.get("NetworkSettings") or {}).get("Networks", {}).values():
+        # older APIs: a user network's Aliases hold the short ID, and no DNSNames yet
+        if entry and entry.get("DNSNames") and version < (1, 45):
+            aliases = entry.get("Aliases") or []
+            if doc["Id"][:12] not in aliases:
+                entry["Aliases"] = [*aliases, doc["Id"][:12]]
+        if entry and version < (1, 44):
+            entry.pop("DNSNames", None)
+    return json_response(doc)
 
 
 async def start(request: Request) -> Response:
