@@ -90,14 +90,7 @@ def save(service: ImageService, names: list[str], out: BinaryIO,
                                     "size": size})
         config_path = f"blobs/sha256/{parse_digest(image_id)[1]}"
         tar.file(config_path, config_bytes)
-        manifest = {
-            "schemaVersion": 2,
-            "mediaType": media.OCI_MANIFEST,
-            "config": {"mediaType": media.OCI_CONFIG, "digest": image_id,
-                       "size": len(config_bytes)},
-            "layers": layer_descs,
-        }
-        mbytes = _json_bytes(manifest)
+        mbytes = _json_bytes(media.oci_manifest(image_id, len(config_bytes), layer_descs))
         mdigest = _sha256(mbytes)
         tar.file(f"blobs/sha256/{parse_digest(mdigest)[1]}", mbytes)
         legacy_manifest.append({"Config": config_path, "RepoTags": tags or None,
@@ -291,12 +284,7 @@ def _load_docker(service: ImageService, archive: _Archive, progress) -> list[str
             mt = {"gzip": media.OCI_LAYER_GZIP, "zstd": media.OCI_LAYER_ZSTD}.get(
                 kind, media.OCI_LAYER)
             descs.append({"mediaType": mt, "digest": digest, "size": size})
-        manifest = {
-            "schemaVersion": 2, "mediaType": media.OCI_MANIFEST,
-            "config": {"mediaType": media.OCI_CONFIG, "digest": config_digest,
-                       "size": len(config_bytes)},
-            "layers": descs,
-        }
+        manifest = media.oci_manifest(config_digest, len(config_bytes), descs)
         mdigest = service.store.put(_json_bytes(manifest))
         tags = [parse_reference(t).familiar() for t in entry.get("RepoTags") or []]
         image_id = service.register(mdigest, refs=tags)

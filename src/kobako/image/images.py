@@ -307,13 +307,7 @@ class ImageService:
         """Write config + OCI manifest for layers already in the store and register it."""
         config_bytes = json.dumps(config, separators=(",", ":")).encode()
         config_digest = self.store.put(config_bytes)
-        manifest = {
-            "schemaVersion": 2,
-            "mediaType": media.OCI_MANIFEST,
-            "config": {"mediaType": media.OCI_CONFIG, "digest": config_digest,
-                       "size": len(config_bytes)},
-            "layers": layer_descriptors,
-        }
+        manifest = media.oci_manifest(config_digest, len(config_bytes), layer_descriptors)
         manifest_digest = self.store.put(json.dumps(manifest, separators=(",", ":")).encode())
         return self.register(manifest_digest, refs=refs, parent=parent, progress=progress)
 

@@ -63,6 +63,13 @@ _READ = 1 << 20
 # -- documents ------------------------------------------------------------------------------
 
 
+def oci_manifest(config_digest: str, config_size: int, layers: list[dict]) -> dict[str, Any]:
+    """An OCI image manifest for a config and layer descriptors."""
+    return {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": config_size},
+            "layers": layers}
+
+
 def load_json(data: bytes, what: str) -> dict[str, Any]:
     try:
         doc = json.loads(data)
