@@ -169,3 +169,13 @@ def test_rmi_as_dockerd(kobakod, busybox_tar):
     assert _repo_tags(kobakod) == {"kbk-e2e/base:1"}
     assert len(kobakod.docker("images", "-aq").stdout.split()) == 1
     kobakod.docker("rmi", "kbk-e2e/base:1")
+
+
+def test_import_of_nothing_is_an_empty_image(kobakod):
+    """As dockerd: an empty input is an empty layer; a broken one is an error."""
+    image_id = kobakod.docker("import", "-", "kbk-e2e/empty:1", input=b"").stdout.decode()
+    doc = json.loads(kobakod.docker("image", "inspect", "kbk-e2e/empty:1").stdout)[0]
+    assert doc["Id"] == image_id.strip() and doc["Size"] == 0
+    bad = kobakod.docker("import", "-", "kbk-e2e/bad:1", input=b"abc\n", check=False)
+    assert bad.returncode == 1 and b"invalid layer tar" in bad.stderr
+    kobakod.docker("rmi", "kbk-e2e/empty:1")

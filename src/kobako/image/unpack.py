@@ -54,6 +54,7 @@ class _HashingReader(io.RawIOBase):
     def __init__(self, raw: BinaryIO):
         self.raw = raw
         self.hash = hashlib.sha256()
+        self.count = 0
 
     def readable(self) -> bool:
         return True
@@ -63,6 +64,7 @@ class _HashingReader(io.RawIOBase):
         n = len(data)
         b[:n] = data
         self.hash.update(data)
+        self.count += n
         return n
 
     def drain(self) -> None:
@@ -414,6 +416,9 @@ def unpack_layer(
         with tarfile.open(fileobj=reader, mode="r|", bufsize=_BUF) as tf:  # type: ignore[arg-type]
             unpacker.apply(tf)
         reader.drain()
+    except tarfile.ReadError as e:
+        if reader.count:  # (nothing at all is an empty layer, as dockerd takes it)
+            raise ImageError(f"invalid layer tar: {e}") from None
     except tarfile.TarError as e:
         raise ImageError(f"invalid layer tar: {e}") from None
     finally:
