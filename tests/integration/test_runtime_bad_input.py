@@ -266,3 +266,31 @@ def test_unwritable_pid_file_undoes_create(rt, bundle, tmp_path):
               container_id, check=False, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
               stderr=subprocess.PIPE, text=True)
     assert_clean_failure(rt, proc, "pid", container_id=container_id)
+
+
+def test_a_cgroup_that_refuses_the_init_fails_the_create_without_a_hang(rt, bundle,
+                                                                         monkeypatch):
+    """Stage 1 waits for "go" until it is in its cgroup: a refusal must end it (a v2
+    host's threaded-domain cgroup hung the create forever)."""
+    import signal
+
+    from kobako.linux.cgroups.errors import CgroupError
+    from kobako.linux.cgroups.v1 import V1Manager
+    from kobako.linux.cgroups.v2 import V2Manager
+    from kobako.runtime.container import Runtime as InProcessRuntime
+
+    def refuse(self, pid: int) -> None:
+        raise CgroupError("cannot add the process: Operation not supported")
+
+    for cls in (V1Manager, V2Manager):
+        monkeypatch.setattr(cls, "add", refuse)
+    bundle.args("true").write()
+    container_id = rt.new_id()
+    signal.alarm(30)  # a regression hangs here: let it fail instead
+    try:
+        with pytest.raises(Exception, match="Operation not supported"):
+            InProcessRuntime(rt.root).create(container_id, bundle.path)
+    finally:
+        signal.alarm(0)
+    assert container_id not in rt.state_dirs()
+    assert leaked_cgroups(container_id) == []

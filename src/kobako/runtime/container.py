@@ -190,6 +190,9 @@ class Runtime:
                 if msg["type"] != "child":
                     raise ChildFailed(f"sync: unexpected message {msg['type']!r}")
                 state.pid = msg["pid"]
+            except BaseException:
+                parent.close()  # stage 1 may wait for "go": the hang-up ends it, and so the reap
+                raise
             finally:
                 _reap(pid)
             state.pid_start = process_start_time(state.pid) or 0
