@@ -57,6 +57,20 @@ def test_parse_mountinfo_hybrid_with_comounted_controllers():
     assert unified is not None and unified.mountpoint == "/sys/fs/cgroup/unified"
 
 
+def test_a_name_only_v1_mount_leaves_a_v2_host_v2(tmp_path):
+    """An old systemd's name=systemd hierarchy on a v2 host: still v2, as runc sees it."""
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text(
+        "31 23 0:28 / /sys/fs/cgroup rw,relatime - cgroup2 cgroup2 rw,nsdelegate\n"
+        "52 24 0:45 / /run/cgsd rw,relatime - cgroup cgroup rw,none,name=systemd\n")
+    proc_cgroup = tmp_path / "cgroup"
+    proc_cgroup.write_text("1:name=systemd:/\n0::/init.scope\n")
+    detected = host.detect(str(mountinfo), str(proc_cgroup))
+    assert detected.mode == "v2" and detected.unified.mountpoint == "/sys/fs/cgroup"
+    mountinfo.write_text(HYBRID_MOUNTINFO)
+    assert host.detect(str(mountinfo), str(proc_cgroup)).mode == "v1"
+
+
 def test_parse_proc_cgroup():
     parsed = host.parse_proc_cgroup("4:memory:/a/b\n2:cpu,cpuacct:/\n1:name=systemd:/s\n0::/u\n")
     assert parsed == {"memory": "/a/b", "cpu": "/", "cpuacct": "/", "name=systemd": "/s",

@@ -42,9 +42,12 @@ def test_v1_bfq_weight_files_count_and_the_own_cgroup_is_read(tmp_path):
     assert info.blkio_weight and info.blkio_weight_device and not info.memory_limit
 
 
-def test_v2_controllers_of_the_own_cgroup(tmp_path):
+def test_v2_controllers_of_the_hierarchy_root(tmp_path):
+    """As dockerd: the root's controllers, not the daemon's own cgroup's (a service's
+    cgroup may enable fewer; containers get their own parent)."""
+    (tmp_path / "cgroup.controllers").write_text("cpuset cpu pids memory\n")
     (tmp_path / "svc").mkdir()
-    (tmp_path / "svc" / "cgroup.controllers").write_text("cpuset cpu pids memory\n")
+    (tmp_path / "svc" / "cgroup.controllers").write_text("memory\n")
     host = Host("v2", unified=Hierarchy(str(tmp_path), ("",)), self_cgroups={"": "/svc"})
     info = probe(host)
     assert info.version == "2"

@@ -104,7 +104,9 @@ def detect(mountinfo: str = MOUNTINFO, proc_cgroup: str = PROC_CGROUP) -> Host:
             self_cgroups = parse_proc_cgroup(handle.read())
     except OSError as err:
         raise CgroupError(f"read {err.filename}: {err.strerror}", err.filename) from None
-    if v1:
+    # a v1 hierarchy with no controller (name=systemd, mounted on v2 hosts for old
+    # systemd containers) does not make the host v1, as runc sees it
+    if any(not c.startswith("name=") for c in v1):
         return Host("v1", v1, unified, self_cgroups)
     if unified is not None:
         return Host("v2", {}, unified, self_cgroups)

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 
 from .errors import CgroupError
-from .host import UNIFIED, Host, detect, join, own_cgroup
+from .host import Host, detect, join, own_cgroup
 
 
 @dataclass(frozen=True)
@@ -99,8 +99,10 @@ def _v1(host: Host) -> SysInfo:
 
 
 def _v2(host: Host) -> SysInfo:
+    """What the hierarchy's root offers (as dockerd probes "/"): containers go under their
+    own parent, which enables what it needs, not under the daemon's cgroup."""
     assert host.unified is not None
-    directory = join(host.unified.mountpoint, own_cgroup(host, UNIFIED))
+    directory = host.unified.mountpoint
     try:
         with open(os.path.join(directory, "cgroup.controllers")) as handle:
             controllers = set(handle.read().split())
