@@ -17,8 +17,10 @@ _UNIFIED_KEY = re.compile(r"^[a-z_]+\.[A-Za-z0-9_.]+$")
 
 
 def paths_for(host: Host, cgroup: CgroupPath) -> dict[str, str]:
+    """A relative path goes under the parent of our own cgroup, as runc's: ours most
+    likely has processes, so no controller could be enabled for a child of it."""
     assert host.unified is not None
-    base = own_cgroup(host, UNIFIED) if cgroup.relative else "/"
+    base = os.path.dirname(own_cgroup(host, UNIFIED)) if cgroup.relative else "/"
     return {UNIFIED: join(host.unified.mountpoint, os.path.join(base, cgroup.path))}
 
 
@@ -63,10 +65,15 @@ class V2Manager(CgroupManager):
             return
         try:
             fs.write(directory, "cgroup.subtree_control", " ".join("+" + c for c in missing))
-        except CgroupError:
-            # One controller can refuse (cpu with RT tasks; a parent with tasks of its
-            # own): enable the others one by one. A controller left out only matters
-            # when its limits are asked for, and then apply() says why it is missing.
+        except CgroupError as err:
+            if (fs.read_optional(directory, "cgroup.procs") or "").strip():
+                # processes of its own: only the threaded controllers would go in, and
+                # they would turn it into a threaded domain (runc leaves it alone too)
+                self.unavailable.update(dict.fromkeys(missing, str(err)))
+                return
+            # One controller can refuse (cpu with RT tasks): enable the others one by
+            # one. A controller left out only matters when its limits are asked for,
+            # and then apply() says why it is missing.
             for controller in missing:
                 try:
                     fs.write(directory, "cgroup.subtree_control", "+" + controller)
