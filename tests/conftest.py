@@ -12,14 +12,18 @@ import os
 
 import pytest
 
-PARENTS = "/sys/fs/cgroup/*/kobako"
+PARENTS = ("/sys/fs/cgroup/*/kobako", "/sys/fs/cgroup/kobako")  # v1 and hybrid; pure v2
+
+
+def _parents() -> set[str]:
+    return {path for pattern in PARENTS for path in glob.glob(pattern)}
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _remove_the_shared_cgroup_parent():
-    existing = set(glob.glob(PARENTS))
+    existing = _parents()
     yield
-    for parent in set(glob.glob(PARENTS)) - existing:
+    for parent in _parents() - existing:
         try:
             os.rmdir(parent)  # only an empty one: a container still in it is a leak to see
         except OSError:

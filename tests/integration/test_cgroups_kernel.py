@@ -299,7 +299,9 @@ def test_birth_forks_a_child_into_every_hierarchy(mgr, prefix, without_clone3):
 
 
 def test_birth_into_a_full_pids_cgroup_is_a_clear_error(mgr):
-    mgr.apply({"pids": {"limit": 1}})  # stage 1 itself takes the one pid
+    if mgr.mode == "v2":
+        pytest.skip("v2: stage 1 stays outside (CLONE_INTO_CGROUP), so one pid fits the child")
+    mgr.apply({"pids": {"limit": 1}})  # stage 1 itself takes the one pid (v1 moves it in)
 
     def stage1():
         from kobako.linux.cgroups import birth

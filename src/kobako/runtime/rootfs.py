@@ -149,7 +149,8 @@ class Rootfs:
         v1 = {name: path for name, path in self.cgroup_paths.items() if name}
         if not v1:
             if unified:
-                self._bind(unified, dest, MountOptions(["rbind"] + (["ro"] if ro else [])))
+                self._bind(unified, dest, MountOptions(["rbind", "nosuid", "nodev", "noexec"]
+                                                       + (["ro"] if ro else [])))
             return
         self.root.mount_on(dest, "tmpfs", "tmpfs", base, "mode=755")
         hierarchies: dict[str, str] = {}
