@@ -16,6 +16,7 @@ import os
 import sys
 
 from kobako import __version__
+from kobako.linux.cgroups.errors import CgroupError
 
 from .errors import RuntimeFailure
 from .log import RuntimeLog
@@ -205,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         warmup.start()
     try:
         return _COMMANDS[args.command](args, log) or 0
-    except RuntimeFailure as err:
+    except (RuntimeFailure, CgroupError) as err:  # (a cgroup refusing the init, say)
         log.error(str(err))
         return 1
     except OSError as err:
