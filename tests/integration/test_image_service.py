@@ -85,7 +85,7 @@ def merged_view(s: ImageService, image: str) -> dict:
             for n in dirnames + filenames:
                 p = os.path.join(dirpath, n)
                 rel = os.path.relpath(p, spec.target)
-                if init is None or not os.path.lexists(init / rel):
+                if not os.path.lexists(init / rel):
                     out[rel] = None if os.path.isdir(p) else open(p, "rb").read()
         return out
     finally:

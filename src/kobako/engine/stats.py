@@ -181,15 +181,14 @@ _BLKIO_KEYS = ("io_service_bytes_recursive", "io_serviced_recursive", "io_queue_
 
 
 def _blkio(blkio: dict, v2: bool) -> dict:
-    doc: dict[str, Any] = dict.fromkeys(_BLKIO_KEYS)
+    # v1: every list, empty ones too, as moby copies them; v2 fills only the bytes
+    doc: dict[str, Any] = {key: None if v2 else [] for key in _BLKIO_KEYS}
 
     def entries(items: list[dict] | None) -> list[dict]:
         return [{"major": e["major"], "minor": e["minor"],
                  "op": e["op"].lower() if v2 else e["op"], "value": e["value"]}
                 for e in items or []]
 
-    if not v2:  # lists, empty ones too, as moby copies them; v2 fills only the bytes
-        doc.update({key: [] for key in _BLKIO_KEYS})
     doc["io_service_bytes_recursive"] = entries(blkio.get("ioServiceBytesRecursive"))
     if not v2:
         doc["io_serviced_recursive"] = entries(blkio.get("ioServicedRecursive"))

@@ -143,7 +143,7 @@ def write_naive_diff(base: str | None, new: str, out: BinaryIO, init: str | None
                 w.add(os.path.join(new, d), d)
 
     for path, name, st in _walk(new):
-        other = os.path.join(base or "", name) if base else ""
+        other = os.path.join(base, name) if base else ""
         if init and os.path.lexists(os.path.join(init, name)):
             other = os.path.join(init, name)
         try:

@@ -761,7 +761,7 @@ class ImageService:
             return
         upper = str(self.snapshots.upper_dir(container_id))
         init = self.snapshots.init_dir(container_id)
-        lowers = [upper] + ([str(init)] if init and init.is_dir() else []) + [
+        lowers = [upper] + ([str(init)] if init.is_dir() else []) + [
             str(self.snapshots.lower_path(c)) for c in reversed(chains)]
         with tempfile.TemporaryDirectory(prefix="export-", dir=self.tmp) as mnt:
             if len(lowers) == 1:
@@ -783,7 +783,7 @@ class ImageService:
             base = str(self.snapshots.lower_path(chains[-1])) if chains else None
             init = self.snapshots.init_dir(container_id)
             diff.write_naive_diff(base, str(self.snapshots.upper_dir(container_id)), out,
-                                  init=str(init) if init and init.is_dir() else None)
+                                  init=str(init) if init.is_dir() else None)
             return
         diff.write_overlay_diff(str(self.snapshots.upper_dir(container_id)), out)
 

@@ -226,9 +226,9 @@ class Snapshotter:
     def upper_dir(self, container_id: str) -> pathlib.Path:
         return self.container_dir(container_id) / "diff"
 
-    def init_dir(self, container_id: str) -> pathlib.Path | None:
-        """The container's init layer, where the driver keeps one apart."""
-        return None
+    def init_dir(self, container_id: str) -> pathlib.Path:
+        """The container's init layer, kept apart (containers made before it have none)."""
+        return self.container_dir(container_id) / "init"
 
 
 class OverlaySnapshotter(Snapshotter):
@@ -272,9 +272,6 @@ class OverlaySnapshotter(Snapshotter):
         except FileNotFoundError:
             raise NotFound(f"layer {chain_id} is not unpacked") from None
 
-    def init_dir(self, container_id):
-        return self.container_dir(container_id) / "init"
-
     def prepare(self, container_id, chain_ids):
         d = self.container_dir(container_id)
         for sub in ("diff", "work", "merged"):
@@ -282,16 +279,17 @@ class OverlaySnapshotter(Snapshotter):
         for c in chain_ids:
             if not self.has_layer(c):
                 raise NotFound(f"layer {c} is not unpacked")
-        write_init_layer(d / "init")
+        init = self.init_dir(container_id)
+        write_init_layer(init)
         top_first = list(reversed(chain_ids))
-        lower = [str(d / "init")] + [str(self.lower_path(c)) for c in top_first]
+        lower = [str(init)] + [str(self.lower_path(c)) for c in top_first]
         absolute = [f"lowerdir={':'.join(lower)}", f"upperdir={d}/diff", f"workdir={d}/work"]
         spec = MountSpec(
             type="overlay", source="overlay", target=str(d / "merged"), options=absolute,
             upper=str(d / "diff"), lower=lower,
         )
         if len(spec.options_string) >= _MAX_OPTIONS:
-            rel = [f"{d.name}/init"] + [self.short_link(c) for c in top_first]
+            rel = [f"{d.name}/{init.name}"] + [self.short_link(c) for c in top_first]
             spec.options = [f"lowerdir={':'.join(rel)}", f"upperdir={d.name}/diff",
                             f"workdir={d.name}/work"]
             spec.cwd = str(self.root)
@@ -303,9 +301,6 @@ class OverlaySnapshotter(Snapshotter):
 class VfsSnapshotter(Snapshotter):
     name = "vfs"
     parallel_unpack = False
-
-    def init_dir(self, container_id):
-        return self.container_dir(container_id) / "init"
 
     def unpack(self, stream, parent_chain, compression=None):
         tmp = self.root / f"tmp-{uuid.uuid4().hex}"
@@ -332,8 +327,8 @@ class VfsSnapshotter(Snapshotter):
                 rootfs.mkdir()
             # the init layer over the image's files, kept apart too so that the diff
             # can leave it out as overlay's lowerdir does
-            write_init_layer(d / "init")
-            _copy_tree(d / "init", rootfs, into=True)
+            write_init_layer(self.init_dir(container_id))
+            _copy_tree(self.init_dir(container_id), rootfs, into=True)
         (d / "merged").mkdir(exist_ok=True)
         return MountSpec(type="bind", source=str(rootfs), target=str(d / "merged"),
                          options=["bind"], upper=str(rootfs))

@@ -526,9 +526,7 @@ class NetworkService:
             self.ports[cid] = bindings
             ns_path = self._ns_path(cid)
             try:
-                if os.path.exists(ns_path):
-                    netns.remove(ns_path)
-                await asyncio.to_thread(netns.create, ns_path)
+                await self._fresh_netns(ns_path)
                 attached = self._container_networks(doc)
                 for index, net in enumerate(attached):
                     await self._attach(doc, net, f"eth{index}", default_route=index == 0)
@@ -548,13 +546,17 @@ class NetworkService:
         """--network none: a namespace with only lo, kept as a file like the others, so
         SandboxKey names it (nsenter, `kobako netns expose`), as dockerd's sandbox."""
         ns_path = self._ns_path(doc["Id"])
-        if os.path.exists(ns_path):
-            netns.remove(ns_path)
-        await asyncio.to_thread(netns.create, ns_path, True)
+        await self._fresh_netns(ns_path, loopback=True)
         self._fill_sandbox(doc, ns_path)
         networks = doc["NetworkSettings"].setdefault("Networks", {})
         networks.setdefault("none", {})["EndpointID"] = secrets.token_hex(32)
         return ns_path
+
+    @staticmethod
+    async def _fresh_netns(ns_path: str, loopback: bool = False) -> None:
+        if os.path.exists(ns_path):  # a stale one (a crash): it is ours to replace
+            netns.remove(ns_path)
+        await asyncio.to_thread(netns.create, ns_path, loopback)
 
     def _fill_sandbox(self, doc: dict, ns_path: str) -> None:
         doc["NetworkSettings"]["SandboxKey"] = ns_path
